@@ -1,0 +1,61 @@
+"""What every dcgan-* command shares: one-line errors, exit codes, logging, the --debug switch."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from typing import Annotated
+
+import typer
+
+from runtime.errors import DcganError
+
+Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")]
+
+
+def new_app(help_text: str) -> typer.Typer:
+    return typer.Typer(help=help_text, add_completion=False, pretty_exceptions_enable=False,
+                       rich_markup_mode=None, context_settings={"help_option_names": ["-h", "--help"]})
+
+
+def fail(message: str) -> None:
+    """Print `error: message` on stderr (the message says what is wrong — what to do)."""
+    print(f"error: {message}", file=sys.stderr)
+
+
+def run_app(app: typer.Typer, argv: list[str] | None = None, prog: str | None = None) -> int:
+    """Run a typer app; turn errors into one stderr line and an exit code.
+
+    Exit codes: 0 ok, 1 failure, 2 bad usage, 128+signal when interrupted.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
+                         format="%(levelname)s %(name)s: %(message)s" if debug else "%(message)s")
+    prog = prog or (sys.argv[0].rsplit("/", 1)[-1] if sys.argv else "dcgan")
+    try:
+        app(args=argv, prog_name=prog, standalone_mode=False)
+        return 0
+    except typer.Exit as e:
+        return e.exit_code
+    except typer.TyperException as e:  # usage errors (exit 2) and other click-level failures
+        fail(f"{e.format_message()} — see {prog} --help")
+        return e.exit_code
+    except typer.Abort:
+        fail("aborted")
+        return 130
+    except DcganError as e:
+        if debug:
+            traceback.print_exc()
+        fail(str(e))
+        return getattr(e, "exit_code", 1)
+    except KeyboardInterrupt:
+        fail("interrupted")
+        return 130
+    except Exception as e:  # anything unexpected still ends in one line unless --debug
+        if debug:
+            traceback.print_exc()
+        detail = str(e).splitlines()[0] if str(e) else ""
+        fail(f"{type(e).__name__}: {detail} — rerun with --debug for the traceback")
+        return 1

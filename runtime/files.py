@@ -1,0 +1,58 @@
+"""Atomic file writes and checksums: a crash never leaves a truncated file under its final name."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, overwrite: bool = True) -> Iterator[BinaryIO]:
+    """Open a temporary file beside `path` for binary writing and move it into place on success.
+
+    Args:
+        path: the final file name.
+        overwrite: if False, raise FileExistsError when `path` already exists.
+
+    The temporary file lives in the same directory, so `os.replace` is atomic; on any exception it
+    is removed and `path` is untouched.
+    """
+    path = Path(path)
+    if not overwrite and path.exists():
+        raise FileExistsError(f"{path} exists — pass --overwrite to replace it")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, overwrite: bool = True) -> None:
+    """Write `data` to `path` atomically (see `atomic_open`)."""
+    with atomic_open(path, overwrite=overwrite) as f:
+        f.write(data)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str, overwrite: bool = True) -> None:
+    """Write UTF-8 `text` to `path` atomically (see `atomic_open`)."""
+    atomic_write_bytes(path, text.encode("utf-8"), overwrite=overwrite)
+
+
+def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()

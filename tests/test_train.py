@@ -1,0 +1,155 @@
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from conftest import tiny_train  # noqa: E402
+
+from train.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
+from train.loop import TrainingError  # noqa: E402
+
+
+def _assert_same_weights(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_run_directory_contents(tiny_run):
+    assert (tiny_run / "config.json").exists()
+    config = json.loads((tiny_run / "config.json").read_text())
+    assert config["model"]["ngf"] == 8 and config["train"]["lr"] == 2e-4
+    rows = [json.loads(line) for line in (tiny_run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, 7))
+    for r in rows:
+        assert set(r) >= {"step", "epoch", "loss_d", "loss_g", "d_x", "d_g_z", "images_per_s"}
+        assert all(map(lambda v: v == v and abs(v) < float("inf"), (r["loss_d"], r["loss_g"])))
+        assert 0 <= r["d_x"] <= 1 and 0 <= r["d_g_z"] <= 1 and r["images_per_s"] > 0
+    assert (tiny_run / "samples" / "step_000006.png").exists()
+    assert (tiny_run / "loss.png").stat().st_size > 1000
+    state = load_checkpoint(tiny_run / "checkpoints" / "last.pt")
+    assert state["step"] == 6 and state["model_config"]["nz"] == 16
+    assert state["data_fingerprint"] == "shapes:0:256"
+
+
+def test_epoch_samples_and_checkpoints(tmp_path):
+    tiny_train(tmp_path / "r", steps=8, data="shapes:64")  # 4 steps per epoch
+    assert sorted(p.name for p in (tmp_path / "r" / "samples").iterdir()) == [
+        "epoch_001.png", "epoch_002.png", "last.png"]
+    assert sorted(p.name for p in (tmp_path / "r" / "checkpoints").iterdir()) == [
+        "epoch_001.pt", "epoch_002.pt", "last.pt"]
+
+
+def test_resume_is_bit_exact(tmp_path):
+    # 4 steps per epoch: stop mid-epoch at 3, resume across the epoch boundary to 7
+    full = tiny_train(tmp_path / "full", steps=7, data="shapes:64")
+    tiny_train(tmp_path / "split", steps=3, data="shapes:64")
+    resumed = tiny_train(tmp_path / "split", steps=7, data="shapes:64", resume=True)
+    assert resumed.step == 7
+    _assert_same_weights(full.generator.state_dict(), resumed.generator.state_dict())
+    _assert_same_weights(full.discriminator.state_dict(), resumed.discriminator.state_dict())
+    a = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")
+    b = load_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt")
+    _assert_same_weights(a["generator"], b["generator"])
+    assert torch.equal(a["opt_g"]["state"][0]["exp_avg"], b["opt_g"]["state"][0]["exp_avg"])
+
+
+def test_existing_run_is_refused_without_resume_or_overwrite(tmp_path):
+    tiny_train(tmp_path / "r", steps=1)
+    with pytest.raises(TrainingError, match="already holds a run — pass --resume"):
+        tiny_train(tmp_path / "r", steps=1)
+    with pytest.raises(TrainingError, match="different config"):
+        tiny_train(tmp_path / "r", steps=1, lr=1e-3)
+    result = tiny_train(tmp_path / "r", steps=2, lr=1e-3, overwrite=True)
+    assert result.step == 2
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["train"]["lr"] == 1e-3
+
+
+def test_resume_without_checkpoint_is_an_error(tmp_path):
+    with pytest.raises(TrainingError, match="no checkpoint"):
+        tiny_train(tmp_path / "none", steps=1, resume=True)
+
+
+def test_nan_guard_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    import train.loop
+
+    real_bce = torch.nn.functional.binary_cross_entropy_with_logits
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        calls["n"] += 1
+        loss = real_bce(*args, **kwargs)
+        return loss * float("nan") if calls["n"] > 9 else loss  # 3 BCE calls per step: step 4
+
+    monkeypatch.setattr(train.loop.F, "binary_cross_entropy_with_logits", poisoned)
+    with pytest.raises(TrainingError, match="non-finite at step 4"):
+        tiny_train(tmp_path / "r", steps=10, save_every=2)
+    assert load_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")["step"] == 2
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    bad = tmp_path / "last.pt"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(bad)
+    torch.save({"weights": torch.zeros(1)}, bad)
+    with pytest.raises(CheckpointError, match="not a dcgan training checkpoint"):
+        load_checkpoint(bad)
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_saves_checkpoint_and_exits(tmp_path, signum, code):
+    out = tmp_path / "r"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "train.cli", "--data", "shapes:256", "--ngf", "8", "--ndf", "8",
+         "--nz", "16", "--batch-size", "8", "--steps", "100000", "--workers", "0",
+         "--log-every", "1", "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = out / "metrics.jsonl"
+    deadline = time.time() + 60
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 2):
+        time.sleep(0.1)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert f"stopped by {signal.Signals(signum).name}" in err
+    state = load_checkpoint(out / "checkpoints" / "last.pt")
+    assert state["step"] >= 2
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, out: str):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
+    torch.set_num_threads(1)
+    result = tiny_train(out, steps=3, data="shapes:128", device="cpu")
+    torch.save({"g": result.generator.state_dict(), "d": result.discriminator.state_dict()},
+               f"{out}.rank{rank}.pt")
+
+
+@pytest.mark.slow
+def test_two_process_gloo_ranks_stay_identical(tmp_path):
+    out = str(tmp_path / "ddp")
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), out), nprocs=2, join=True)
+    r0 = torch.load(f"{out}.rank0.pt", weights_only=True)
+    r1 = torch.load(f"{out}.rank1.pt", weights_only=True)
+    _assert_same_weights(r0["g"], r1["g"])
+    _assert_same_weights(r0["d"], r1["d"])
+    state = load_checkpoint(tmp_path / "ddp" / "checkpoints" / "last.pt")
+    assert state["step"] == 3
+    _assert_same_weights(state["generator"], r0["g"])
+    # the weights moved: training really happened on both ranks
+    rows = (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()
+    assert len(rows) == 3 and json.loads(rows[-1])["images_per_s"] > 0

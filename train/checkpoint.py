@@ -1,0 +1,64 @@
+"""One checkpoint file holds everything a run needs to continue exactly where it stopped."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import torch
+
+from runtime.errors import DcganError
+from runtime.files import atomic_write_bytes
+
+CHECKPOINT_FORMAT = 1
+REQUIRED_KEYS = ("format", "model_config", "train_config", "generator", "discriminator",
+                 "opt_g", "opt_d", "step", "epoch", "epoch_step", "rng", "data_fingerprint")
+
+
+class CheckpointError(DcganError):
+    """The file is not a dcgan checkpoint, or cannot be read."""
+
+
+def capture_rng() -> dict:
+    """The RNG states training draws from (torch CPU, and every CUDA device if present)."""
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
+    """Write `state` (see REQUIRED_KEYS) atomically: the old file stays whole until the new one is."""
+    buf = io.BytesIO()
+    torch.save({"format": CHECKPOINT_FORMAT, **state}, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Load a training checkpoint safely (`weights_only=True`) onto the CPU.
+
+    Raises:
+        CheckpointError: missing file, not a torch file, or not a dcgan training checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{path} is not a readable checkpoint ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else ''})") from e
+    missing = [k for k in REQUIRED_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise CheckpointError(f"{path} is not a dcgan training checkpoint (missing {', '.join(missing)})")
+    if state["format"] > CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} has checkpoint format {state['format']}, newer than this "
+                              f"version reads ({CHECKPOINT_FORMAT}) — upgrade dcgan")
+    return state

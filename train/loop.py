@@ -1,0 +1,312 @@
+"""The training loop: one function, read top to bottom (pytorch/examples dcgan update order)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from runtime.errors import DcganError
+from runtime.files import atomic_write_text
+from runtime.images import make_grid, nchw_to_nhwc, save_image, to_uint8
+from train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from train.config import ModelConfig
+from train.data import collate_uint8, open_dataset
+from train.distributed import Distributed, setup_distributed
+from train.models import build_models
+from train.plot import plot_losses
+
+log = logging.getLogger(__name__)
+
+SAMPLE_COUNT = 64  # fixed-noise images per sample grid (8x8)
+
+
+class TrainingError(DcganError):
+    """A run that cannot start or cannot go on (bad run dir, diverged loss, ...)."""
+
+
+class Interrupted(DcganError):
+    """SIGINT/SIGTERM arrived; a checkpoint was saved. `exit_code` is 128 + signal number."""
+
+    def __init__(self, signum: int, checkpoint: Path):
+        self.exit_code = 128 + signum
+        self.checkpoint = checkpoint
+        super().__init__(f"stopped by {signal.Signals(signum).name}; checkpoint saved to {checkpoint}")
+
+
+@dataclass
+class TrainConfig:
+    data: str = "shapes"  # shapes, shapes:N, an image folder or an lmdb directory
+    out: str = "runs/dcgan"  # the run directory
+    epochs: int = 1  # passes over the data (ignored when steps is set)
+    steps: int | None = None  # total optimizer steps, overriding epochs
+    batch_size: int = 128  # per process
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    seed: int = 0
+    device: str = "auto"  # auto (cuda, mps, cpu), cpu, cuda, cuda:N, mps
+    bf16: bool = False  # bf16 autocast, CUDA only
+    channels_last: bool = False
+    workers: int = 2  # data-loader worker processes
+    save_every: int = 500  # steps between rewrites of checkpoints/last.pt
+    keep_every: int = 1  # keep checkpoints/epoch_K.pt every K epochs (0: never)
+    log_every: int = 10  # steps between metrics.jsonl lines
+    cache_dir: str | None = None  # image cache for folder/lmdb data (default ~/.cache/dcgan)
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    epoch: int
+    generator: torch.nn.Module = field(repr=False)
+    discriminator: torch.nn.Module = field(repr=False)
+
+
+def pick_device(name: str, local_rank: int = 0) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank)
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise TrainingError(f"--device {name} asked for CUDA, but torch sees no CUDA GPU "
+                            f"(torch {torch.__version__}) — use --device cpu or a CUDA build of torch")
+    return device
+
+
+def sample_latent(n: int, cfg: ModelConfig, device: torch.device,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """(n, nz) latents from the config's distribution, drawn on the CPU for reproducibility."""
+    if cfg.latent == "uniform":
+        z = torch.rand(n, cfg.nz, generator=generator) * 2 - 1
+    else:
+        z = torch.randn(n, cfg.nz, generator=generator)
+    return z.to(device)
+
+
+def prepare_run_dir(run_dir: Path, config: dict, resume: bool, overwrite: bool) -> None:
+    """Create the run directory, refusing to clobber another run unless asked."""
+    config_path = run_dir / "config.json"
+    if config_path.exists() and not (resume or overwrite):
+        held = json.loads(config_path.read_text())
+        what = "a run with a different config" if held != config else "a run"
+        raise TrainingError(f"{run_dir} already holds {what} — pass --resume to continue it, "
+                            "--overwrite to start over, or --out for a new directory")
+    if resume and not (run_dir / "checkpoints" / "last.pt").exists():
+        raise TrainingError(f"--resume: no checkpoint at {run_dir / 'checkpoints' / 'last.pt'} — "
+                            "drop --resume to start a new run")
+    if overwrite and not resume:
+        for pattern in ("checkpoints/*.pt", "samples/*.png", "metrics.jsonl", "loss.png"):
+            for p in run_dir.glob(pattern):
+                p.unlink()
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (run_dir / "samples").mkdir(exist_ok=True)
+    if not resume:
+        atomic_write_text(config_path, json.dumps(config, indent=2) + "\n")
+
+
+def train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool = False,
+          overwrite: bool = False) -> TrainResult:
+    """Train G and D; see TrainConfig for every knob. Returns the final (unwrapped) models.
+
+    Raises:
+        TrainingError: bad run directory or device, or a non-finite loss (the last good
+            checkpoint is kept).
+        Interrupted: SIGINT/SIGTERM, after saving checkpoints/last.pt.
+    """
+    dist = setup_distributed()
+    try:
+        return _train(cfg, model_cfg, resume, overwrite, dist)
+    finally:
+        dist.close()
+
+
+def _train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool, overwrite: bool,
+           dist: Distributed) -> TrainResult:
+    run_dir = Path(cfg.out)
+    ckpt_path = run_dir / "checkpoints" / "last.pt"
+    state = load_checkpoint(ckpt_path) if resume and ckpt_path.exists() else None
+    if state is not None:  # the stored run defines the model and the recipe; only length may change
+        model_cfg = ModelConfig.from_dict(state["model_config"])
+        stored = state["train_config"]
+        for key in ("data", "batch_size", "lr", "beta1", "beta2", "seed"):
+            setattr(cfg, key, stored[key])
+    config = {"model": model_cfg.to_dict(), "train": {k: v for k, v in asdict(cfg).items()
+                                                      if k not in ("epochs", "steps", "out")}}
+    if dist.is_main:
+        prepare_run_dir(run_dir, config, resume, overwrite)
+    dist.barrier()
+
+    device = pick_device(cfg.device, dist.local_rank)
+    if cfg.bf16 and device.type != "cuda":
+        raise TrainingError("--bf16 autocast needs a CUDA device — drop --bf16 on "
+                            f"{device.type}")
+    dataset = open_dataset(cfg.data, nc=model_cfg.nc,
+                           cache_dir=Path(cfg.cache_dir) if cfg.cache_dir else None)
+    # DistributedSampler with explicit rank/world also serves a single process: the epoch's
+    # order is a pure function of (seed, epoch), which makes mid-epoch resume exact.
+    sampler = DistributedSampler(dataset, num_replicas=dist.world_size, rank=dist.rank,
+                                 shuffle=True, seed=cfg.seed, drop_last=True)
+    steps_per_epoch = len(sampler) // cfg.batch_size
+    if steps_per_epoch == 0:
+        raise TrainingError(f"the dataset has {len(dataset)} images, fewer than one batch of "
+                            f"{cfg.batch_size} per process — lower --batch-size or add data")
+    total_steps = cfg.steps if cfg.steps is not None else cfg.epochs * steps_per_epoch
+
+    torch.manual_seed(cfg.seed)
+    g, d = build_models(model_cfg)
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    g.to(device, memory_format=memory_format)
+    d.to(device, memory_format=memory_format)
+    opt_g = torch.optim.Adam(g.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    opt_d = torch.optim.Adam(d.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    step, epoch, epoch_step = 0, 0, 0
+    torch.manual_seed(cfg.seed + dist.rank)  # ranks draw different latents
+    if state is not None:
+        g.load_state_dict(state["generator"])
+        d.load_state_dict(state["discriminator"])
+        opt_g.load_state_dict(state["opt_g"])
+        opt_d.load_state_dict(state["opt_d"])
+        step, epoch, epoch_step = state["step"], state["epoch"], state["epoch_step"]
+        if dist.is_main:
+            restore_rng(state["rng"])
+        else:
+            torch.manual_seed(cfg.seed + dist.rank + 1_000_003 * step)
+        log.info("resuming %s at step %d (epoch %d)", run_dir, step, epoch)
+    g_train, d_train = dist.wrap(g, device), dist.wrap(d, device)
+    fixed_noise = sample_latent(SAMPLE_COUNT, model_cfg, device,
+                                torch.Generator().manual_seed(cfg.seed + 1))
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
+
+    def checkpoint_state() -> dict:
+        return {"model_config": model_cfg.to_dict(), "train_config": asdict(cfg),
+                "generator": g.state_dict(), "discriminator": d.state_dict(),
+                "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "step": step,
+                "epoch": epoch, "epoch_step": epoch_step, "rng": capture_rng(),
+                "data_fingerprint": dataset.fingerprint}
+
+    def write_samples(name: str) -> None:
+        g.eval()
+        with torch.no_grad():
+            images = to_uint8(nchw_to_nhwc(g(fixed_noise).float().cpu().numpy()))
+        g.train()
+        grid = make_grid(images, ncols=8)
+        save_image(run_dir / "samples" / f"{name}.png", grid)
+        save_image(run_dir / "samples" / "last.png", grid)
+
+    stop_signal: list[int] = []
+    previous_handlers = {s: signal.signal(s, lambda signum, _: stop_signal.append(signum))
+                         for s in (signal.SIGINT, signal.SIGTERM)}
+    metrics = open(run_dir / "metrics.jsonl", "a") if dist.is_main else None
+    bar = tqdm(total=total_steps, initial=step, unit="step", disable=not dist.is_main,
+               dynamic_ncols=True)
+    t_last, images_since = time.perf_counter(), 0
+    try:
+        while step < total_steps:
+            sampler.set_epoch(epoch)
+            order = list(sampler)[epoch_step * cfg.batch_size:]
+            loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=order,
+                                num_workers=cfg.workers, collate_fn=collate_uint8, drop_last=True,
+                                pin_memory=device.type == "cuda",
+                                # its own generator: creating an iterator must not draw from the
+                                # global RNG, or a resumed run would see different latents
+                                generator=torch.Generator().manual_seed(cfg.seed + epoch))
+            for images, _ in loader:
+                # uint8 NHWC -> float NCHW in [-1, 1], the inverse of to_uint8
+                real = images.to(device, non_blocking=True).permute(0, 3, 1, 2).float()
+                real = (real / 127.5 - 1).contiguous(memory_format=memory_format)
+                b = real.size(0)
+                ones = torch.ones(b, device=device)
+                zeros = torch.zeros(b, device=device)
+                z = sample_latent(b, model_cfg, device)
+
+                # (1) D: maximise log D(x) + log(1 - D(G(z)))
+                opt_d.zero_grad(set_to_none=True)
+                with autocast:
+                    out_real = d_train(real).float()
+                    loss_real = F.binary_cross_entropy_with_logits(out_real, ones)
+                loss_real.backward()
+                with autocast:
+                    fake = g_train(z)
+                    out_fake = d_train(fake.detach()).float()
+                    loss_fake = F.binary_cross_entropy_with_logits(out_fake, zeros)
+                loss_fake.backward()
+                opt_d.step()
+
+                # (2) G: maximise log D(G(z)) (real labels for fakes)
+                opt_g.zero_grad(set_to_none=True)
+                with autocast:
+                    out_gen = d_train(fake).float()
+                    loss_g = F.binary_cross_entropy_with_logits(out_gen, ones)
+                loss_g.backward()
+                opt_g.step()
+
+                loss_d = (loss_real + loss_fake).item()
+                loss_g_value = loss_g.item()
+                if not (math.isfinite(loss_d) and math.isfinite(loss_g_value)):
+                    raise TrainingError(
+                        f"loss became non-finite at step {step + 1} (loss_d={loss_d}, "
+                        f"loss_g={loss_g_value}) — lower --lr; the last good checkpoint "
+                        f"{ckpt_path} was kept")
+                step += 1
+                epoch_step += 1
+                images_since += b * dist.world_size
+                bar.update(1)
+                if step % cfg.log_every == 0 or step == total_steps:
+                    now = time.perf_counter()
+                    rate = images_since / (now - t_last)
+                    t_last, images_since = now, 0
+                    row = {"step": step, "epoch": epoch, "loss_d": loss_d, "loss_g": loss_g_value,
+                           "d_x": torch.sigmoid(out_real).mean().item(),
+                           "d_g_z": torch.sigmoid(out_fake).mean().item(),
+                           "d_g_z_after": torch.sigmoid(out_gen).mean().item(),
+                           "images_per_s": round(rate, 2)}
+                    bar.set_postfix(loss_d=f"{loss_d:.3f}", loss_g=f"{loss_g_value:.3f}",
+                                    img_s=f"{rate:.1f}")
+                    if metrics:
+                        metrics.write(json.dumps(row) + "\n")
+                        metrics.flush()
+                if epoch_step == steps_per_epoch:
+                    epoch, epoch_step = epoch + 1, 0
+                    if dist.is_main:
+                        write_samples(f"epoch_{epoch:03d}")
+                        if cfg.keep_every and epoch % cfg.keep_every == 0:
+                            save_checkpoint(run_dir / "checkpoints" / f"epoch_{epoch:03d}.pt",
+                                            checkpoint_state())
+                        save_checkpoint(ckpt_path, checkpoint_state())
+                        plot_losses(run_dir / "metrics.jsonl", run_dir / "loss.png")
+                elif dist.is_main and step % cfg.save_every == 0:
+                    save_checkpoint(ckpt_path, checkpoint_state())
+                if stop_signal:
+                    if dist.is_main:
+                        save_checkpoint(ckpt_path, checkpoint_state())
+                    raise Interrupted(stop_signal[0], ckpt_path)
+                if step >= total_steps or epoch_step == 0:
+                    break  # a new epoch re-seeds the sampler
+        dist.sync_buffers(g)
+        dist.sync_buffers(d)
+        if dist.is_main:
+            save_checkpoint(ckpt_path, checkpoint_state())
+            if epoch_step:  # ended mid-epoch: the epoch-end grid was not written
+                write_samples(f"step_{step:06d}")
+            plot_losses(run_dir / "metrics.jsonl", run_dir / "loss.png")
+    finally:
+        bar.close()
+        if metrics:
+            metrics.close()
+        for s, handler in previous_handlers.items():
+            signal.signal(s, handler)
+    return TrainResult(run_dir, step, epoch, g, d)
