@@ -1,0 +1,206 @@
+"""Build an artifact directory: verified ONNX (fp32, fp16), TensorRT engine, Triton repository,
+manifest.json. Everything is built in a staging directory beside the target and moved into
+place only when every check passed: a failure leaves no half-written artifact.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from export.errors import ExportError
+from export.fold import FoldedGenerator, fold_generator
+from export.load import load_for_export
+from export.onnx_graph import OPSET, build_onnx
+from export.recalibrate import recalibrate_bn, train_eval_gap
+from export.tensorrt_build import Profile, build_engine, trt_requirements
+from export.triton import write_repository
+from export.verify import (
+    VERIFY_BATCHES,
+    compare,
+    merge,
+    reference,
+    require,
+    verification_latents,
+    verify_onnx,
+)
+from runtime.files import atomic_write_bytes, atomic_write_text, sha256_file
+from runtime.generator import Generator
+from runtime.images import to_uint8
+from runtime.manifest import FORMAT_VERSION, INPUT_NAME, MANIFEST_NAME, OUTPUT_NAME
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("onnx", "trt", "triton", "all")
+RECALIBRATION_BATCH = 64
+
+
+@dataclass
+class ExportOptions:
+    format: str = "onnx"  # onnx, trt, triton or all
+    precision: str = "fp32"  # TensorRT engine precision (fp16 engines come from the fp16 ONNX)
+    recalibrate_batches: int = 50  # 0: keep the checkpoint's BN running statistics
+    profile: Profile = Profile()
+    device: int = 0
+    overwrite: bool = False
+    name: str = "dcgan"
+
+
+def check_output(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"--out {out} is a file — give a directory path")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ExportError(f"{out} already exists and is not empty — pass --overwrite to replace it")
+
+
+def _write_model(path: Path, data: bytes) -> dict:
+    atomic_write_bytes(path, data)
+    return {"sha256": sha256_file(path), "bytes": len(data)}
+
+
+def export_artifact(checkpoint: Path, out: Path, opts: ExportOptions) -> dict:
+    """Export `checkpoint` into the artifact directory `out`; returns the manifest.
+
+    Raises:
+        ExportError: bad input, a missing dependency for the asked format, or (as
+            VerificationError) a model beyond tolerance. Nothing is left behind.
+    """
+    if opts.format not in FORMATS:
+        raise ExportError(f"--format must be one of {', '.join(FORMATS)}, got {opts.format!r}")
+    opts.profile.check()
+    check_output(out, opts.overwrite)
+    want_trt = opts.format in ("trt", "all")
+    skipped = []
+    if want_trt and (why := trt_requirements(opts.device)):
+        if opts.format == "trt":
+            raise ExportError(f"cannot build a TensorRT engine here: {why.split(' — ')[0]} — "
+                              "run on a machine with an NVIDIA GPU and pip install 'dcgan[trt]', "
+                              "or use --format onnx")
+        skipped.append({"format": "trt", "reason": why})
+        want_trt = False
+        log.warning("skipping TensorRT: %s", why)
+
+    loaded = load_for_export(checkpoint)
+    g = loaded.generator
+    bn = {"checkpoint_stats": train_eval_gap(g)}
+    if opts.recalibrate_batches > 0:
+        recalibrate_bn(g, opts.recalibrate_batches, RECALIBRATION_BATCH, seed=0)
+        bn["recalibrated"] = {"batches": opts.recalibrate_batches, "batch_size": RECALIBRATION_BATCH,
+                              **train_eval_gap(g)}
+        log.info("BN recalibrated on %d x %d latents: eval-vs-train mean abs gap %.2e -> %.2e",
+                 opts.recalibrate_batches, RECALIBRATION_BATCH,
+                 bn["checkpoint_stats"]["mean_abs"], bn["recalibrated"]["mean_abs"])
+    else:
+        bn["recalibrated"] = None
+
+    layers = fold_generator(g)
+    z = verification_latents(g, 64)
+    with torch.no_grad():
+        folded = FoldedGenerator(layers)(torch.from_numpy(z)).numpy()
+    ref = reference(g, z)
+    fold_check = require(compare(ref, folded, _to_nhwc_u8(folded), "fp32"), "the BN-folded model")
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.parent / f".{out.name}.staging-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    try:
+        manifest = _build(staging, loaded, layers, opts, want_trt, out)
+        manifest["bn_recalibration"] = bn
+        manifest["verification"]["fold"] = {"backend": "torch", **fold_check}
+        manifest["skipped"] = skipped
+        _write_manifest(staging, manifest)
+        _replace_dir(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _to_nhwc_u8(x: np.ndarray) -> np.ndarray:
+    return to_uint8(x).transpose(0, 2, 3, 1)
+
+
+def _build(staging: Path, loaded, layers, opts: ExportOptions, want_trt: bool, out: Path) -> dict:
+    g, cfg = loaded.generator, loaded.config
+    files, verification = {}, {}
+    onnx_models = {}
+    for precision, filename in (("fp32", "model.onnx"), ("fp16", "model.fp16.onnx")):
+        model = build_onnx(layers, cfg, precision, {"source_sha256": loaded.sha256})
+        verification[filename] = verify_onnx(model, g, precision)
+        if not verification[filename]["verified"]:
+            log.warning("%s not verified here: %s", filename, verification[filename]["reason"])
+        data = model.SerializeToString()
+        onnx_models[precision] = data
+        files[filename] = {"kind": "onnx", "precision": precision, "opset": OPSET,
+                           **_write_model(staging / filename, data)}
+    engine_name = None
+    if want_trt:
+        engine_name = f"model.{opts.precision}.plan"
+        cache = out.parent / f"{out.name}.timing.cache"  # kept beside the artifact, reused
+        engine, fields = build_engine(onnx_models[opts.precision], cfg.nz, opts.profile, cache,
+                                      opts.device)
+        files[engine_name] = {"kind": "trt", "precision": opts.precision,
+                              **_write_model(staging / engine_name, engine), **fields}
+
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "name": opts.name,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "model": {"nz": cfg.nz, "latent": cfg.latent, "image_size": cfg.image_size,
+                  "channels": cfg.nc, "ngf": cfg.ngf},
+        "inputs": [{"name": INPUT_NAME, "shape": ["N", cfg.nz], "dtype": "float32", "layout": "NC"}],
+        "outputs": [{"name": OUTPUT_NAME, "shape": ["N", cfg.image_size, cfg.image_size, cfg.nc],
+                     "dtype": "uint8", "layout": "NHWC",
+                     "postprocess": "round(clip((x + 1) * 127.5, 0, 255))"}],
+        "files": files,
+        "verification": verification,
+        "source": {"checkpoint": str(loaded.path), "sha256": loaded.sha256,
+                   "kind": loaded.kind, "step": loaded.step},
+        "reference": "PyTorch generator, eval mode, fp32, BN unfolded",
+    }
+    _write_manifest(staging, manifest)
+    # the real runtime, through the manifest and its checksums, on what was just written
+    verification["runtime"] = _verify_runtime(staging, g, "ort-cpu", "fp32")
+    if engine_name:
+        verification[engine_name] = _verify_runtime(staging, g, "trt", opts.precision)
+    if opts.format in ("triton", "all"):
+        models = write_repository(staging / "triton", opts.name, staging / "model.onnx",
+                                  staging / engine_name if engine_name else None, cfg.nz,
+                                  cfg.image_size, cfg.nc, opts.profile.max_batch, opts.profile.opt_batch)
+        manifest["triton"] = {"repository": "triton", "models": models,
+                              "max_batch_size": opts.profile.max_batch}
+    return manifest
+
+
+def _verify_runtime(staging: Path, g, backend: str, precision: str) -> dict:
+    z = verification_latents(g, max(VERIFY_BATCHES))
+    with Generator.load(staging, backend=backend, precision=precision) as gen:
+        batches = [b for b in VERIFY_BATCHES if gen.max_batch is None or b <= gen.max_batch]
+        results = [compare(reference(g, z[:b]), None, gen.from_latents(z[:b]), precision)
+                   for b in batches]
+    merged = require(merge(results), f"the {backend} runtime output")
+    return {"verified": True, "backend": backend, "batch_sizes": batches, **merged}
+
+
+def _write_manifest(directory: Path, manifest: dict) -> None:
+    atomic_write_text(directory / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
+
+
+def _replace_dir(staging: Path, out: Path) -> None:
+    """Move the finished staging directory to `out`, replacing an old artifact (--overwrite)."""
+    if out.exists():
+        trash = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+        os.rename(out, trash)
+        os.rename(staging, out)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.rename(staging, out)

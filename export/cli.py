@@ -1,0 +1,86 @@
+"""dcgan-export: fold BN, write verified ONNX / TensorRT / Triton artifacts with a manifest."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from export.artifact import FORMATS, ExportOptions, export_artifact
+from export.errors import ExportError
+from export.tensorrt_build import Profile
+from runtime.cli_support import Debug, new_app, run_app
+
+log = logging.getLogger("dcgan-export")
+app = new_app(__doc__)
+DEFAULT_CHECKPOINT = Path("runs/dcgan/checkpoints/last.pt")
+DEFAULT_OUT = Path("artifacts/dcgan")
+
+
+@app.command()
+def main_command(
+    checkpoint: Annotated[Path | None, typer.Argument(
+        help="A dcgan-train checkpoint or a pytorch/examples netG_epoch_N.pth "
+             f"[default: {DEFAULT_CHECKPOINT}].", show_default=False)] = None,
+    format: Annotated[str, typer.Option("--format", "-f", help=f"What to build: {', '.join(FORMATS)}. "
+                                        "ONNX (fp32 and fp16) is always built.")] = "onnx",
+    out: Annotated[Path, typer.Option(help="Artifact directory.")] = DEFAULT_OUT,
+    precision: Annotated[str, typer.Option(help="TensorRT engine precision: fp32 or fp16.")] = "fp32",
+    min_batch: Annotated[int, typer.Option(min=1, help="Engine profile: smallest batch.")] = 1,
+    opt_batch: Annotated[int, typer.Option(min=1, help="Engine profile: batch to tune for; "
+                                                       "Triton's preferred batch.")] = 64,
+    max_batch: Annotated[int, typer.Option(min=1, help="Engine profile: largest batch; Triton's "
+                                                       "max_batch_size.")] = 256,
+    recalibrate_bn: Annotated[int, typer.Option(min=1, help="Re-estimate BN statistics on N "
+                                                "batches of 64 latents before folding.")] = 50,
+    no_recalibrate_bn: Annotated[bool, typer.Option("--no-recalibrate-bn", help="Keep the "
+                                 "checkpoint's BN running statistics.")] = False,
+    device: Annotated[int, typer.Option(min=0, help="CUDA device for TensorRT.")] = 0,
+    overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --out.")] = False,
+    debug: Debug = False,
+) -> None:
+    """Export a trained generator. With no checkpoint: runs/dcgan/checkpoints/last.pt ->
+    artifacts/dcgan/.
+
+    Every model written is first checked against the PyTorch reference (eval mode, fp32, BN
+    unfolded); a failure anywhere writes nothing and exits 1.
+    """
+    if format not in FORMATS:
+        raise typer.BadParameter(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
+    if precision not in ("fp32", "fp16"):
+        raise typer.BadParameter(f"--precision must be fp32 or fp16, got {precision!r}")
+    if checkpoint is None:
+        checkpoint = DEFAULT_CHECKPOINT
+        if not checkpoint.exists():
+            raise ExportError(f"no checkpoint at {checkpoint} — run dcgan-train first (it writes "
+                              "runs/dcgan/), or pass a checkpoint path")
+        log.info("using %s (default checkpoint)", checkpoint)
+    if out == DEFAULT_OUT:
+        log.info("writing %s/ (default --out)", out)
+    opts = ExportOptions(format=format, precision=precision,
+                         recalibrate_batches=0 if no_recalibrate_bn else recalibrate_bn,
+                         profile=Profile(min_batch, opt_batch, max_batch), device=device,
+                         overwrite=overwrite)
+    manifest = export_artifact(checkpoint, out, opts)
+    for name, entry in manifest["files"].items():
+        v = manifest["verification"].get(name, {})
+        status = (f"max abs {v['max_abs']:.2e}, uint8 max diff {v['uint8_max_diff']}"
+                  if v.get("verified") and "max_abs" in v
+                  else f"uint8 max diff {v['uint8_max_diff']}" if v.get("verified")
+                  else f"not verified: {v.get('reason', '-')}")
+        log.info("  %-18s %s %s  (%s)", name, entry["kind"], entry["precision"], status)
+    for skip in manifest["skipped"]:
+        log.info("  skipped %s: %s", skip["format"], skip["reason"])
+    if "triton" in manifest:
+        log.info("  triton/            models %s", ", ".join(manifest["triton"]["models"]))
+    log.info("artifact ready: %s", out)
+
+
+def main() -> None:
+    raise SystemExit(run_app(app, prog="dcgan-export"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""Load a generator for export: our training checkpoints or pytorch/examples `netG_epoch_N.pth`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from export.errors import ExportError
+from runtime.files import sha256_file
+from train.checkpoint import REQUIRED_KEYS
+from train.config import ModelConfig
+from train.models import Discriminator, Generator
+
+
+@dataclass
+class LoadedModel:
+    generator: Generator  # in eval mode, fp32, on the CPU
+    config: ModelConfig
+    kind: str  # "dcgan" (our checkpoint) or "pytorch-examples" (a bare netG state dict)
+    sha256: str  # of the checkpoint file
+    step: int | None  # training step, where known
+    path: str = ""  # the checkpoint as given
+    discriminator: Discriminator | None = None
+
+
+def config_from_generator_state(state: dict) -> ModelConfig:
+    """Infer nz, ngf, nc from a pytorch/examples netG state dict's weight shapes."""
+    try:
+        nz, ngf8 = state["main.0.weight"].shape[:2]  # (nz, ngf*8, 4, 4)
+        ngf, nc = state["main.12.weight"].shape[:2]  # (ngf, nc, 4, 4)
+    except (KeyError, AttributeError, ValueError) as e:
+        raise ExportError("the state dict has no DCGAN generator layout (main.0.weight, "
+                          "main.12.weight) — pass a dcgan checkpoint or a netG_epoch_N.pth") from e
+    if ngf8 != 8 * ngf:
+        raise ExportError(f"main.0.weight has {ngf8} output channels, expected 8 x {ngf} — "
+                          "this is not a DCGAN generator")
+    return ModelConfig(nz=int(nz), ngf=int(ngf), nc=int(nc))
+
+
+def load_for_export(path: str | Path) -> LoadedModel:
+    """Read a checkpoint with `weights_only=True` and rebuild G (and D, when it is there)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ExportError(f"checkpoint {path} does not exist — train one with dcgan-train "
+                          "(it writes runs/dcgan/checkpoints/last.pt)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ExportError(f"{path} is not a readable PyTorch checkpoint "
+                          f"({type(e).__name__}) — pass a dcgan checkpoint or a netG_epoch_N.pth") from e
+    if not isinstance(state, dict):
+        raise ExportError(f"{path} holds a {type(state).__name__}, not a checkpoint or state dict")
+    sha = sha256_file(path)
+    if all(k in state for k in REQUIRED_KEYS):
+        cfg = ModelConfig.from_dict(state["model_config"])
+        g, d = Generator(cfg), Discriminator(cfg)
+        g.load_state_dict(state["generator"])
+        d.load_state_dict(state["discriminator"])
+        return LoadedModel(g.eval(), cfg, "dcgan", sha, int(state["step"]), str(path), d.eval())
+    if "main.0.weight" in state and state["main.0.weight"].dim() == 4 and "main.12.weight" not in state:
+        raise ExportError(f"{path} looks like a discriminator (netD) state dict — export needs "
+                          "the generator, netG_epoch_N.pth")
+    cfg = config_from_generator_state(state)
+    g = Generator(cfg)
+    try:
+        g.load_state_dict(state)
+    except RuntimeError as e:
+        raise ExportError(f"{path} does not match the DCGAN generator layout: "
+                          f"{str(e).splitlines()[0]}") from e
+    return LoadedModel(g.eval(), cfg, "pytorch-examples", sha, None, str(path))

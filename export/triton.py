@@ -1,0 +1,61 @@
+"""A Triton Inference Server model repository for the exported generator.
+
+<repo>/<name>/config.pbtxt + 1/model.onnx (onnxruntime_onnx), and where an engine was built,
+<repo>/<name>_trt/config.pbtxt + 1/model.plan (tensorrt_plan). Dims leave out the batch axis;
+max_batch_size is the engine profile's max batch, and dynamic batching is on.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from runtime.manifest import INPUT_NAME, OUTPUT_NAME
+
+
+def model_config(name: str, platform: str, nz: int, image_size: int, channels: int,
+                 max_batch: int, preferred_batch: int) -> str:
+    """config.pbtxt text (protobuf text format of Triton's ModelConfig)."""
+    preferred = sorted({b for b in (preferred_batch, max_batch) if b <= max_batch})
+    return f"""name: "{name}"
+platform: "{platform}"
+max_batch_size: {max_batch}
+input [
+  {{
+    name: "{INPUT_NAME}"
+    data_type: TYPE_FP32
+    dims: [ {nz} ]
+  }}
+]
+output [
+  {{
+    name: "{OUTPUT_NAME}"
+    data_type: TYPE_UINT8
+    dims: [ {image_size}, {image_size}, {channels} ]
+  }}
+]
+dynamic_batching {{
+  preferred_batch_size: [ {", ".join(map(str, preferred))} ]
+  max_queue_delay_microseconds: 2000
+}}
+instance_group [
+  {{
+    count: 1
+    kind: {"KIND_GPU" if platform == "tensorrt_plan" else "KIND_AUTO"}
+  }}
+]
+"""
+
+
+def write_repository(repo: Path, name: str, onnx_path: Path, engine_path: Path | None, nz: int,
+                     image_size: int, channels: int, max_batch: int, opt_batch: int) -> list[str]:
+    """Write the repository under `repo` (inside the staging artifact); returns model names."""
+    models = [(name, "onnxruntime_onnx", onnx_path, "model.onnx")]
+    if engine_path is not None:
+        models.append((f"{name}_trt", "tensorrt_plan", engine_path, "model.plan"))
+    for model_name, platform, source, filename in models:
+        (repo / model_name / "1").mkdir(parents=True)
+        (repo / model_name / "config.pbtxt").write_text(
+            model_config(model_name, platform, nz, image_size, channels, max_batch, opt_batch))
+        shutil.copyfile(source, repo / model_name / "1" / filename)
+    return [m[0] for m in models]

@@ -1,0 +1,103 @@
+"""Check exported models against the PyTorch reference: G in eval mode, fp32, BN unfolded.
+
+Tolerances (DESIGN.md, "Numerics"): float output max abs error <= 1e-4 for fp32 and <= 2e-2
+for fp16; uint8 output within 1 level for fp32. For fp16 the uint8 bound follows from the float
+one: 2e-2 * 127.5 = 2.55, so 3 levels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import torch
+
+from export.errors import VerificationError
+from export.onnx_graph import FLOAT_OUTPUT, with_float_output
+from runtime.images import to_uint8
+from runtime.latents import latents
+from runtime.manifest import INPUT_NAME, OUTPUT_NAME
+from train.models import Generator
+
+FLOAT_TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2}
+UINT8_TOLERANCE = {"fp32": 1, "fp16": 3}
+VERIFY_BATCHES = (1, 7, 64)
+VERIFY_SEED = 2016
+
+
+def verification_latents(g: Generator, n: int) -> np.ndarray:
+    return latents(VERIFY_SEED, 0, n, g.cfg.nz, g.cfg.latent)
+
+
+@torch.no_grad()
+def reference(g: Generator, z: np.ndarray) -> np.ndarray:
+    """The reference float output (N, nc, 64, 64) of G in eval mode, fp32."""
+    g.eval()
+    return g(torch.from_numpy(z)).float().numpy()
+
+
+def compare(ref: np.ndarray, got_float: np.ndarray | None, got_uint8: np.ndarray,
+            precision: str) -> dict:
+    """Errors of one backend's outputs against the reference; `passed` applies the tolerances."""
+    ref_u8 = to_uint8(ref).transpose(0, 2, 3, 1)
+    u8_diff = np.abs(got_uint8.astype(np.int16) - ref_u8.astype(np.int16))
+    result = {"uint8_max_diff": int(u8_diff.max()), "uint8_mean_diff": float(u8_diff.mean()),
+              "uint8_tolerance": UINT8_TOLERANCE[precision]}
+    passed = result["uint8_max_diff"] <= UINT8_TOLERANCE[precision]
+    if got_float is not None:
+        err = np.abs(got_float.astype(np.float64) - ref.astype(np.float64))
+        result.update(max_abs=float(err.max()), mean_abs=float(err.mean()),
+                      tolerance=FLOAT_TOLERANCE[precision])
+        passed = passed and result["max_abs"] <= FLOAT_TOLERANCE[precision]
+    result["passed"] = bool(passed)
+    return result
+
+
+def merge(results: list[dict]) -> dict:
+    """Worst case over several batch sizes."""
+    out = dict(results[0])
+    for r in results[1:]:
+        for key in ("max_abs", "uint8_max_diff"):
+            if key in r:
+                out[key] = max(out[key], r[key])
+        for key in ("mean_abs", "uint8_mean_diff"):
+            if key in r:
+                out[key] = max(out[key], r[key])
+        out["passed"] = out["passed"] and r["passed"]
+    return out
+
+
+def require(result: dict, what: str) -> dict:
+    if not result["passed"]:
+        detail = ", ".join(f"{k}={result[k]:.3g}" for k in ("max_abs", "uint8_max_diff") if k in result)
+        raise VerificationError(f"{what} differs from the PyTorch reference beyond tolerance "
+                                f"({detail}; tolerance {result.get('tolerance', '-')} float, "
+                                f"{result['uint8_tolerance']} uint8 levels) — nothing was written")
+    return result
+
+
+def verify_onnx(model: onnx.ModelProto, g: Generator, precision: str,
+                batch_sizes: tuple[int, ...] = VERIFY_BATCHES) -> dict:
+    """Run `model` on onnxruntime's CPU provider at each batch size; compare float and uint8.
+
+    Returns {"verified": True, "backend": "ort-cpu", "batch_sizes": [...], errors...}, or
+    {"verified": False, "reason": ...} when the CPU provider cannot run this model (fp16).
+    Raises VerificationError if any output is beyond tolerance.
+    """
+    import onnxruntime as ort
+
+    try:
+        session = ort.InferenceSession(with_float_output(model).SerializeToString(),
+                                       providers=["CPUExecutionProvider"])
+    except Exception as e:  # e.g. no fp16 ConvTranspose kernel on the CPU provider
+        reason = str(e).splitlines()[0][:300]
+        return {"verified": False, "reason": f"onnxruntime {ort.__version__} CPU provider cannot "
+                                             f"run it: {reason}"}
+    z_all = verification_latents(g, max(batch_sizes))
+    results = []
+    for b in batch_sizes:
+        z = z_all[:b]
+        images, pixels = session.run([OUTPUT_NAME, FLOAT_OUTPUT], {INPUT_NAME: z})
+        results.append(compare(reference(g, z), pixels, images, precision))
+    result = require(merge(results), f"the {precision} ONNX model")
+    return {"verified": True, "backend": "ort-cpu", "onnxruntime": ort.__version__,
+            "batch_sizes": list(batch_sizes), **result}
