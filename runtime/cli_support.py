@@ -50,6 +50,12 @@ def run_app(app: typer.Typer, argv: list[str] | None = None, prog: str | None = 
             traceback.print_exc()
         fail(str(e))
         return getattr(e, "exit_code", 1)
+    except OSError as e:  # disk full, permissions, a path that is a file, ...
+        if debug:
+            traceback.print_exc()
+        where = f" ({e.filename})" if e.filename else ""
+        fail(f"{e.strerror or e}{where} — check the path, its permissions and free disk space")
+        return 1
     except KeyboardInterrupt:
         fail("interrupted")
         return 130

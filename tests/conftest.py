@@ -36,3 +36,34 @@ def tiny_run(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tiny_run) -> Path:
     return tiny_run / "checkpoints" / "last.pt"
+
+
+RECALIBRATION_BATCHES = 5  # the tiny artifact's BN recalibration (6 steps leave stale stats)
+
+
+@pytest.fixture(scope="session")
+def tiny_artifact(tiny_checkpoint, tmp_path_factory) -> Path:
+    """An ONNX artifact of the tiny checkpoint (verified on the way by the export stage)."""
+    from export.artifact import ExportOptions, export_artifact
+
+    out = tmp_path_factory.mktemp("art") / "tiny"
+    export_artifact(tiny_checkpoint, out, ExportOptions(format="onnx",
+                                                        recalibrate_batches=RECALIBRATION_BATCHES))
+    return out
+
+
+def reference_images(checkpoint: Path, z, recalibrate_batches: int = RECALIBRATION_BATCHES):
+    """uint8 NHWC images and float NCHW output of the PyTorch reference (G in eval mode, fp32,
+    BN unfolded, with the same recalibration as the export) for latents z."""
+    import torch
+
+    from export.load import load_for_export
+    from export.recalibrate import recalibrate_bn
+    from runtime.images import to_uint8
+
+    g = load_for_export(checkpoint).generator
+    if recalibrate_batches:
+        recalibrate_bn(g, recalibrate_batches, 64, seed=0)
+    with torch.no_grad():
+        x = g.eval()(torch.from_numpy(z)).numpy()
+    return to_uint8(x).transpose(0, 2, 3, 1), x
