@@ -1,0 +1,80 @@
+"""Time each runner at each batch size and measure its error against the reference.
+
+Timing follows the usual discipline: warm up, then repeat whole calls until both a minimum
+count and a minimum time are reached, reading a monotonic clock around each call (CPU and
+runtime calls are synchronous: each returns host-side uint8 images).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from benchmarks.runners import Runner
+from export.verify import FLOAT_TOLERANCE, UINT8_TOLERANCE
+from runtime.latents import latents
+
+BENCH_SEED = 1234
+
+
+@dataclass
+class Row:
+    backend: str
+    precision: str
+    batch: int
+    repetitions: int
+    images_per_s: float  # batch / median latency
+    latency_p50_ms: float
+    latency_p99_ms: float
+    spread: float  # (p90 - p10) / p50 of the latencies: how steady the timing was
+    max_abs: float | None  # float output vs reference (None where the backend gives uint8 only)
+    mean_abs: float | None
+    uint8_max_diff: int
+    passed: bool
+    fraction_of_bound: float | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def time_calls(fn, z: np.ndarray, warmup: int, min_reps: int, min_seconds: float) -> np.ndarray:
+    """Per-call latencies in seconds after `warmup` untimed calls."""
+    for _ in range(warmup):
+        fn(z)
+    times = []
+    start = time.perf_counter()
+    while len(times) < min_reps or time.perf_counter() - start < min_seconds:
+        t0 = time.perf_counter()
+        fn(z)
+        times.append(time.perf_counter() - t0)
+    return np.asarray(times)
+
+
+def errors(runner: Runner, reference: Runner, z: np.ndarray) -> dict:
+    """Errors of `runner` against `reference` on the same latents, and whether they pass."""
+    ref_float = reference.float_out(z)
+    ref_u8 = np.round(np.clip((ref_float + 1) * 127.5, 0, 255)).astype(np.uint8).transpose(0, 2, 3, 1)
+    u8 = np.abs(runner.images(z).astype(np.int16) - ref_u8.astype(np.int16)).max()
+    out = {"max_abs": None, "mean_abs": None, "uint8_max_diff": int(u8)}
+    passed = u8 <= UINT8_TOLERANCE[runner.precision]
+    if runner.float_out is not None:
+        err = np.abs(runner.float_out(z).astype(np.float64) - ref_float.astype(np.float64))
+        out.update(max_abs=float(err.max()), mean_abs=float(err.mean()))
+        passed = passed and err.max() <= FLOAT_TOLERANCE[runner.precision]
+    out["passed"] = bool(passed)
+    return out
+
+
+def bench_runner(runner: Runner, reference: Runner, batches: list[int], nz: int, latent: str,
+                 warmup: int = 2, min_reps: int = 5, min_seconds: float = 1.0) -> list[Row]:
+    rows = []
+    for batch in batches:
+        z = latents(BENCH_SEED, 0, batch, nz, latent)
+        err = errors(runner, reference, z)
+        t = time_calls(runner.images, z, warmup, min_reps, min_seconds)
+        p10, p50, p90, p99 = np.percentile(t, [10, 50, 90, 99])
+        rows.append(Row(runner.name, runner.precision, batch, len(t), batch / p50, p50 * 1e3,
+                        p99 * 1e3, float((p90 - p10) / p50), **err))
+    return rows

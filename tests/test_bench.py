@@ -1,0 +1,81 @@
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from benchmarks.cli import app  # noqa: E402
+from benchmarks.flops import generator_flops  # noqa: E402
+from runtime.cli_support import run_app  # noqa: E402
+from train.config import ModelConfig  # noqa: E402
+
+FAST = ["--batches", "1,3", "--min-seconds", "0", "--min-reps", "2", "--warmup-iters", "1",
+        "--e2e-images", "8"]
+
+
+def test_flop_count_at_the_paper_defaults():
+    # 2 * (100*512*16 + 512*256*16*16 + 256*128*16*64 + 128*64*16*256 + 64*3*16*1024)
+    assert generator_flops(ModelConfig()) == 209_256_448
+
+
+def _bench(tiny_artifact, tiny_checkpoint, tmp_path, capsys, extra=()):
+    code = run_app(app, [str(tiny_artifact), "--checkpoint", str(tiny_checkpoint), *FAST,
+                         "--out", str(tmp_path / "b"), *extra], prog="dcgan-bench")
+    return code, capsys.readouterr()
+
+
+def test_every_row_and_output_file(tiny_artifact, tiny_checkpoint, tmp_path, capsys):
+    code, captured = _bench(tiny_artifact, tiny_checkpoint, tmp_path, capsys)
+    assert code == 0, captured.err
+    result = json.loads((tmp_path / "b" / "bench.json").read_text())
+    assert set(result) >= {"date", "machine", "model", "gflop_per_image", "matmul_gflops",
+                           "bound_images_per_s", "rows", "skipped", "end_to_end", "timing"}
+    assert result["machine"]["cores"] >= 1 and "torch" in result["machine"]["versions"]
+    measured = {(r["backend"], r["batch"]) for r in result["rows"]}
+    assert measured >= {(b, n) for b in ("torch-eager", "torch-folded", "ort-cpu") for n in (1, 3)}
+    skipped = {s["backend"] for s in result["skipped"]}
+    assert measured | {(b, 1) for b in skipped} >= {(b, 1) for b in ("ort-cuda", "trt", "trt-fp16")}
+    for row in result["rows"]:
+        assert row["images_per_s"] > 0 and row["repetitions"] >= 2
+        assert row["latency_p99_ms"] >= row["latency_p50_ms"] > 0
+        assert row["passed"] and row["uint8_max_diff"] <= 1
+        if row["backend"] == "torch-eager":
+            assert row["max_abs"] == 0.0  # the reference against itself
+        elif row["backend"] in ("torch-folded", "ort-cpu"):
+            assert 0 < row["max_abs"] <= 1e-4
+        if row["backend"].startswith(("torch", "ort-cpu")):
+            assert 0 < row["fraction_of_bound"]
+    assert result["end_to_end"]["images"] == 8 and result["end_to_end"]["images_per_s"] > 0
+    assert "| backend | batch |" in (tmp_path / "b" / "bench.md").read_text()
+    assert (tmp_path / "b" / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "ort-cpu" in captured.out
+
+
+def test_a_backend_beyond_tolerance_fails_the_run(tiny_artifact, tiny_checkpoint, tmp_path, capsys,
+                                                  monkeypatch):
+    from runtime import Generator
+
+    original = Generator.from_latents
+
+    def tampered(self, z, batch_size=None):
+        out = original(self, z, batch_size)
+        return np.clip(out.astype(np.int16) + 3, 0, 255).astype(np.uint8)
+
+    monkeypatch.setattr(Generator, "from_latents", tampered)
+    code, captured = _bench(tiny_artifact, tiny_checkpoint, tmp_path, capsys,
+                            ["--backends", "torch-eager,ort-cpu", "--e2e-images", "0"])
+    assert code == 1
+    assert "error: beyond tolerance against the PyTorch reference: ort-cpu@1, ort-cpu@3" in captured.err
+    rows = json.loads((tmp_path / "b" / "bench.json").read_text())["rows"]
+    assert [r["passed"] for r in rows if r["backend"] == "ort-cpu"] == [False, False]
+
+
+def test_wrong_checkpoint_is_refused(tiny_artifact, tmp_path, capsys):
+    from conftest import tiny_train
+
+    other = tiny_train(tmp_path / "other", steps=1).run_dir / "checkpoints" / "last.pt"
+    code = run_app(app, [str(tiny_artifact), "--checkpoint", str(other), *FAST, "--out",
+                         str(tmp_path / "b")], prog="dcgan-bench")
+    assert code == 1
+    assert "is not the checkpoint this artifact was exported from" in capsys.readouterr().err
