@@ -155,7 +155,8 @@ def test_triton_config_parses_against_schema(tiny_checkpoint, tmp_path):
         assert spec.data_type == types[value.type.tensor_type.elem_type]
         dims = [d.dim_value for d in value.type.tensor_type.shape.dim][1:]  # without batch
         assert list(spec.dims) == dims
-    assert sha256_file(out / "triton" / "dcgan" / "1" / "model.onnx") == manifest["files"]["model.onnx"]["sha256"]
+    copied = out / "triton" / "dcgan" / "1" / "model.onnx"
+    assert sha256_file(copied) == manifest["files"]["model.onnx"]["sha256"]
 
 
 def test_format_all_skips_tensorrt_with_reason(tiny_checkpoint, tmp_path):
@@ -164,7 +165,8 @@ def test_format_all_skips_tensorrt_with_reason(tiny_checkpoint, tmp_path):
         pytest.skip("tensorrt is installed here; the skip path does not apply")
     except ImportError:
         pass
-    manifest = export_artifact(tiny_checkpoint, tmp_path / "a", ExportOptions(format="all", recalibrate_batches=0))
+    opts = ExportOptions(format="all", recalibrate_batches=0)
+    manifest = export_artifact(tiny_checkpoint, tmp_path / "a", opts)
     assert [s["format"] for s in manifest["skipped"]] == ["trt"]
     assert "tensorrt is not installed" in manifest["skipped"][0]["reason"]
     assert (tmp_path / "a" / "triton" / "dcgan" / "config.pbtxt").exists()
