@@ -153,3 +153,15 @@ def test_two_process_gloo_ranks_stay_identical(tmp_path):
     # the weights moved: training really happened on both ranks
     rows = (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()
     assert len(rows) == 3 and json.loads(rows[-1])["images_per_s"] > 0
+
+
+def test_instance_noise_and_label_smoothing(tmp_path):
+    from train.loop import with_noise
+
+    x = torch.zeros(4, 3, 64, 64)
+    assert with_noise(x, 0.0) is x
+    assert with_noise(x, 0.5).std().item() == pytest.approx(0.5, rel=0.05)
+    result = tiny_train(tmp_path / "r", steps=3, label_smoothing=0.1, instance_noise=0.1)
+    rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert result.step == 3 and all(r["loss_d"] > 0 for r in rows)
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["train"]["label_smoothing"] == 0.1

@@ -13,7 +13,7 @@ from runtime.files import atomic_write_bytes
 
 CHECKPOINT_FORMAT = 1
 REQUIRED_KEYS = ("format", "model_config", "train_config", "generator", "discriminator",
-                 "opt_g", "opt_d", "step", "epoch", "epoch_step", "rng", "data_fingerprint")
+                 "opt_g", "opt_d", "step", "epoch", "epoch_step", "rng", "latent_rng", "data_fingerprint")
 
 
 class CheckpointError(DcganError):

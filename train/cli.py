@@ -38,6 +38,12 @@ def main_command(
                   ] = ModelConfig.nc,
     latent: Annotated[str, typer.Option(help="Latent distribution: normal N(0,1) or uniform "
                                              "U(-1,1).")] = ModelConfig.latent,
+    label_smoothing: Annotated[float, typer.Option(min=0.0, max=0.5, help="One-sided label "
+                               "smoothing: D's target for real images is 1 - this (0: the paper).")
+                               ] = DEFAULTS.label_smoothing,
+    instance_noise: Annotated[float, typer.Option(min=0.0, help="Std of Gaussian noise added to "
+                              "D's inputs, annealed linearly to 0 over the run (0: the paper).")
+                              ] = DEFAULTS.instance_noise,
     seed: Annotated[int, typer.Option(min=0, help="Seed for init, data order and latents.")
                     ] = DEFAULTS.seed,
     device: Annotated[str, typer.Option(help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, "
@@ -76,7 +82,8 @@ def main_command(
     cfg = TrainConfig(data=data, out=out, epochs=epochs, steps=steps, batch_size=batch_size, lr=lr,
                       beta1=beta1, beta2=beta2, seed=seed, device=device, bf16=bf16,
                       channels_last=channels_last, workers=workers, save_every=save_every,
-                      keep_every=keep_every, log_every=log_every, cache_dir=cache_dir)
+                      keep_every=keep_every, log_every=log_every, cache_dir=cache_dir,
+                      label_smoothing=label_smoothing, instance_noise=instance_noise)
     if data == DEFAULTS.data and out == DEFAULTS.out:
         log.info("training on the built-in shapes data into %s/ (defaults)", out)
     result = train(cfg, model_cfg, resume=resume, overwrite=overwrite)

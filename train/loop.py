@@ -61,6 +61,8 @@ class TrainConfig:
     save_every: int = 500  # steps between rewrites of checkpoints/last.pt
     keep_every: int = 1  # keep checkpoints/epoch_K.pt every K epochs (0: never)
     log_every: int = 10  # steps between metrics.jsonl lines
+    label_smoothing: float = 0.0  # D's target for real images is 1 - this (one-sided smoothing)
+    instance_noise: float = 0.0  # std of noise added to D's inputs, annealed linearly to 0
     cache_dir: str | None = None  # image cache for folder/lmdb data (default ~/.cache/dcgan)
 
 
@@ -95,6 +97,12 @@ def sample_latent(n: int, cfg: ModelConfig, device: torch.device,
     else:
         z = torch.randn(n, cfg.nz, generator=generator)
     return z.to(device)
+
+
+def with_noise(x: torch.Tensor, std: float) -> torch.Tensor:
+    """Instance noise (Sønderby et al., 2016): D sees a noisy view of real and fake images alike,
+    which keeps it from winning on pixel-exact cues (the flat colours of `shapes`)."""
+    return x + std * torch.randn_like(x) if std else x
 
 
 def prepare_run_dir(run_dir: Path, config: dict, resume: bool, overwrite: bool) -> None:
@@ -174,7 +182,9 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool, overwrite: bo
     opt_g = torch.optim.Adam(g.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
     opt_d = torch.optim.Adam(d.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
     step, epoch, epoch_step = 0, 0, 0
-    torch.manual_seed(cfg.seed + dist.rank)  # ranks draw different latents
+    # Training latents come from their own stream, never the init's: reseeding the global RNG
+    # with the init seed would make the first latents equal to G's first-layer weights / 0.02.
+    latent_rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 7919 * (dist.rank + 1))
     if state is not None:
         g.load_state_dict(state["generator"])
         d.load_state_dict(state["discriminator"])
@@ -183,8 +193,9 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool, overwrite: bo
         step, epoch, epoch_step = state["step"], state["epoch"], state["epoch_step"]
         if dist.is_main:
             restore_rng(state["rng"])
-        else:
-            torch.manual_seed(cfg.seed + dist.rank + 1_000_003 * step)
+            latent_rng.set_state(state["latent_rng"])
+        else:  # only rank 0's stream is stored; other ranks continue on a fresh one
+            latent_rng.manual_seed(cfg.seed * 1_000_003 + 7919 * (dist.rank + 1) + step)
         log.info("resuming %s at step %d (epoch %d)", run_dir, step, epoch)
     g_train, d_train = dist.wrap(g, device), dist.wrap(d, device)
     fixed_noise = sample_latent(SAMPLE_COUNT, model_cfg, device,
@@ -196,6 +207,7 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool, overwrite: bo
                 "generator": g.state_dict(), "discriminator": d.state_dict(),
                 "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "step": step,
                 "epoch": epoch, "epoch_step": epoch_step, "rng": capture_rng(),
+                "latent_rng": latent_rng.get_state(),
                 "data_fingerprint": dataset.fingerprint}
 
     def write_samples(name: str) -> None:
@@ -230,18 +242,20 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool, overwrite: bo
                 real = (real / 127.5 - 1).contiguous(memory_format=memory_format)
                 b = real.size(0)
                 ones = torch.ones(b, device=device)
+                real_targets = torch.full((b,), 1.0 - cfg.label_smoothing, device=device)
                 zeros = torch.zeros(b, device=device)
-                z = sample_latent(b, model_cfg, device)
+                z = sample_latent(b, model_cfg, device, latent_rng)
 
                 # (1) D: maximise log D(x) + log(1 - D(G(z)))
                 opt_d.zero_grad(set_to_none=True)
+                noise = cfg.instance_noise * max(0.0, 1 - step / total_steps)
                 with autocast:
-                    out_real = d_train(real).float()
-                    loss_real = F.binary_cross_entropy_with_logits(out_real, ones)
+                    out_real = d_train(with_noise(real, noise)).float()
+                    loss_real = F.binary_cross_entropy_with_logits(out_real, real_targets)
                 loss_real.backward()
                 with autocast:
                     fake = g_train(z)
-                    out_fake = d_train(fake.detach()).float()
+                    out_fake = d_train(with_noise(fake.detach(), noise)).float()
                     loss_fake = F.binary_cross_entropy_with_logits(out_fake, zeros)
                 loss_fake.backward()
                 opt_d.step()
@@ -249,7 +263,7 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool, overwrite: bo
                 # (2) G: maximise log D(G(z)) (real labels for fakes)
                 opt_g.zero_grad(set_to_none=True)
                 with autocast:
-                    out_gen = d_train(fake).float()
+                    out_gen = d_train(with_noise(fake, noise)).float()
                     loss_g = F.binary_cross_entropy_with_logits(out_gen, ones)
                 loss_g.backward()
                 opt_g.step()
