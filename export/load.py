@@ -9,7 +9,6 @@ import torch
 
 from export.errors import ExportError
 from runtime.files import sha256_file
-from train.checkpoint import REQUIRED_KEYS
 from train.config import ModelConfig
 from train.models import Discriminator, Generator
 
@@ -53,12 +52,16 @@ def load_for_export(path: str | Path) -> LoadedModel:
     if not isinstance(state, dict):
         raise ExportError(f"{path} holds a {type(state).__name__}, not a checkpoint or state dict")
     sha = sha256_file(path)
-    if all(k in state for k in REQUIRED_KEYS):
+    if "model_config" in state and "generator" in state:  # ours: export needs no training state
         cfg = ModelConfig.from_dict(state["model_config"])
-        g, d = Generator(cfg), Discriminator(cfg)
+        g = Generator(cfg)
         g.load_state_dict(state["generator"])
-        d.load_state_dict(state["discriminator"])
-        return LoadedModel(g.eval(), cfg, "dcgan", sha, int(state["step"]), str(path), d.eval())
+        d = None
+        if "discriminator" in state:
+            d = Discriminator(cfg)
+            d.load_state_dict(state["discriminator"])
+            d.eval()
+        return LoadedModel(g.eval(), cfg, "dcgan", sha, state.get("step"), str(path), d)
     if "main.0.weight" in state and state["main.0.weight"].dim() == 4 and "main.12.weight" not in state:
         raise ExportError(f"{path} looks like a discriminator (netD) state dict — export needs "
                           "the generator, netG_epoch_N.pth")

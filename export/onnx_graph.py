@@ -20,13 +20,35 @@ from train.config import ModelConfig
 OPSET = 17
 FLOAT_OUTPUT = "pixels"  # Tanh output (N, nc, 64, 64) float32; exposed only for verification
 PRECISIONS = ("fp32", "fp16")
+# How a stride-2 ConvTranspose2d (k4, p1) is written: as itself, or as sub-pixel convolutions
+# plus DepthToSpace, which lets ONNX Runtime's CPU provider use its blocked direct-convolution
+# kernels instead of GEMM + col2im (benchmarks/README.md records what each gives).
+LAYOUTS = ("convtranspose", "subpixel")
+# Output row parity a of a k4 s2 p1 transposed conv reads input rows (m-1, m) for a=0 with kernel
+# rows (3, 1), and rows (m, m+1) for a=1 with kernel rows (2, 0); columns likewise.
+_TAPS = {0: [3, 1], 1: [2, 0]}
+_PADS = {0: (1, 0), 1: (0, 1)}  # (before, after) padding of the input for each parity
+
+
+def subpixel_kernels(weight: np.ndarray) -> list[tuple[np.ndarray, list[int]]]:
+    """The four 2x2 correlation kernels (Cout, Cin, 2, 2) and ONNX pads of a k4 s2 p1
+    ConvTranspose weight (Cin, Cout, 4, 4), in DepthToSpace DCR order (a, b) = 00, 01, 10, 11."""
+    out = []
+    for a in (0, 1):
+        for b in (0, 1):
+            k = weight[:, :, _TAPS[a], :][:, :, :, _TAPS[b]]  # (Cin, Cout, 2, 2)
+            (top, bottom), (left, right) = _PADS[a], _PADS[b]
+            out.append((np.ascontiguousarray(k.transpose(1, 0, 2, 3)), [top, left, bottom, right]))
+    return out
 
 
 def build_onnx(layers: list[FoldedLayer], cfg: ModelConfig, precision: str = "fp32",
-               metadata: dict | None = None) -> onnx.ModelProto:
+               metadata: dict | None = None, layout: str = "convtranspose") -> onnx.ModelProto:
     """The ONNX model for folded `layers`. fp16: weights and compute fp16, I/O stay fp32."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     wtype = np.float16 if precision == "fp16" else np.float32
     nodes, inits = [], []
 
@@ -42,12 +64,24 @@ def build_onnx(layers: list[FoldedLayer], cfg: ModelConfig, precision: str = "fp
         x = "z4_fp16"
     for i, layer in enumerate(layers):
         p = layer.padding
-        nodes.append(helper.make_node(
-            "ConvTranspose",
-            [x, const(f"deconv{i}.weight", layer.weight.astype(wtype)),
-             const(f"deconv{i}.bias", layer.bias.astype(wtype))],
-            [f"deconv{i}"], kernel_shape=list(layer.weight.shape[2:]),
-            strides=[layer.stride] * 2, pads=[p, p, p, p], name=f"deconv{i}"))
+        bias = const(f"deconv{i}.bias", layer.bias.astype(wtype))
+        if layout == "subpixel" and (layer.stride, p) == (2, 1):
+            phases = []
+            for k, (kernel, pads) in enumerate(subpixel_kernels(layer.weight)):
+                nodes.append(helper.make_node(
+                    "Conv", [x, const(f"deconv{i}.phase{k}.weight", kernel.astype(wtype)), bias],
+                    [f"deconv{i}.phase{k}"], kernel_shape=[2, 2], pads=pads,
+                    name=f"deconv{i}.phase{k}"))
+                phases.append(f"deconv{i}.phase{k}")
+            nodes.append(helper.make_node("Concat", phases, [f"deconv{i}.phases"], axis=1))
+            nodes.append(helper.make_node("DepthToSpace", [f"deconv{i}.phases"], [f"deconv{i}"],
+                                          blocksize=2, mode="DCR"))
+        else:
+            nodes.append(helper.make_node(
+                "ConvTranspose",
+                [x, const(f"deconv{i}.weight", layer.weight.astype(wtype)), bias],
+                [f"deconv{i}"], kernel_shape=list(layer.weight.shape[2:]),
+                strides=[layer.stride] * 2, pads=[p, p, p, p], name=f"deconv{i}"))
         act = "Relu" if layer.activation == "relu" else "Tanh"
         nodes.append(helper.make_node(act, [f"deconv{i}"], [f"act{i}"]))
         x = f"act{i}"
@@ -75,7 +109,7 @@ def build_onnx(layers: list[FoldedLayer], cfg: ModelConfig, precision: str = "fp
                               producer_name="dcgan-export")
     model.ir_version = 8  # readable by onnxruntime >= 1.14 and TensorRT 10's parser
     meta = {"nz": cfg.nz, "latent": cfg.latent, "image_size": size, "channels": cfg.nc,
-            "precision": precision, **(metadata or {})}
+            "precision": precision, "layout": layout, **(metadata or {})}
     helper.set_model_props(model, {k: str(v) for k, v in meta.items()})
     onnx.checker.check_model(model, full_check=True)
     return model

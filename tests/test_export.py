@@ -261,3 +261,54 @@ def test_cli_exports_with_defaults(tiny_run, tmp_path, monkeypatch, capsys):
     assert (tmp_path / "artifacts" / "dcgan" / "manifest.json").exists()
     assert run_app(app, [], prog="dcgan-export") == 1
     assert "already exists and is not empty — pass --overwrite" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_subpixel_layout_matches_reference(precision):
+    from export.onnx_graph import build_onnx
+    from export.verify import verify_onnx
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(nz=16, ngf=8)
+    g = _randomise_bn(build_models(cfg)[0])
+    model = build_onnx(fold_generator(g), cfg, precision, layout="subpixel")
+    ops = {n.op_type for n in model.graph.node}
+    assert "DepthToSpace" in ops
+    assert sum(n.op_type == "ConvTranspose" for n in model.graph.node) == 1  # only the 1x1 -> 4x4 layer
+    result = verify_onnx(model, g, precision)
+    assert result["verified"] and result["passed"]
+
+
+def _tensorrt_missing() -> str | None:
+    from export.tensorrt_build import trt_requirements
+
+    return trt_requirements(0)
+
+
+@pytest.mark.trt
+@pytest.mark.gpu
+@pytest.mark.skipif(_tensorrt_missing() is not None,
+                    reason=f"needs TensorRT and a CUDA GPU: {_tensorrt_missing()}")
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_tensorrt_engine_is_built_verified_and_runs(tiny_checkpoint, tmp_path, precision):
+    from runtime import Generator
+
+    out = tmp_path / "a"
+    from export.tensorrt_build import Profile
+
+    opts = ExportOptions(format="all", precision=precision, recalibrate_batches=2,
+                         profile=Profile(1, 16, 64))
+    manifest = export_artifact(tiny_checkpoint, out, opts)
+    engine = f"model.{precision}.plan"
+    entry = manifest["files"][engine]
+    assert entry["kind"] == "trt" and entry["max_batch"] == 64 and entry["gpu_name"]
+    assert manifest["verification"][engine]["passed"]
+    assert (out.parent / "a.timing.cache").stat().st_size > 0
+    assert manifest["triton"]["models"] == ["dcgan", "dcgan_trt"]
+    with Generator.load(out, backend="trt", precision=precision) as gen:
+        assert gen.max_batch == 64
+        with Generator.load(out, backend="ort-cpu") as cpu:
+            diff = np.abs(gen.generate(64, seed=1).astype(int) - cpu.generate(64, seed=1).astype(int))
+        assert diff.max() <= (1 if precision == "fp32" else 3)
+        with pytest.raises(ValueError, match="above the engine's max batch 64"):
+            gen.generate(100, seed=0, batch_size=100)
