@@ -1,0 +1,58 @@
+"""Reading the uint8 memmap cache vs decoding a folder of JPEGs every epoch.
+
+    python -m benchmarks.data_cache [--images 2000] [--size 178x218]
+
+Makes a folder of JPEGs (shapes rendered and upscaled to CelebA's 178x218), then times one
+pass of decode + resize + centre-crop over the files (what every epoch would cost without a
+cache) against one pass over the cache through the training Dataset, in one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from train import shapes
+from train.data import folder_source, open_dataset, prepare_image
+
+
+def make_jpegs(root: Path, count: int, size: tuple[int, int]) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        image, _ = shapes.render(0, i)
+        Image.fromarray(image).resize(size, Image.Resampling.BILINEAR).save(root / f"{i:06d}.jpg", quality=90)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=2000)
+    parser.add_argument("--size", default="178x218", help="JPEG width x height")
+    args = parser.parse_args(argv)
+    size = tuple(int(v) for v in args.size.split("x"))
+    with tempfile.TemporaryDirectory() as tmp:
+        root, cache = Path(tmp) / "jpegs", Path(tmp) / "cache"
+        make_jpegs(root, args.images, size)
+        source = folder_source(root)
+        t0 = time.perf_counter()
+        for i in range(source.count):
+            prepare_image(source.read(i)[0], nc=3)
+        decode = source.count / (time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        dataset = open_dataset(str(root), cache_dir=cache)
+        build = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        batch = np.stack([dataset[i][0] for i in range(len(dataset))])
+        cached = len(dataset) / (time.perf_counter() - t0)
+    assert batch.shape == (args.images, 64, 64, 3)
+    print(f"{args.images} JPEGs of {size[0]}x{size[1]}: decode+resize {decode:.0f} images/s; "
+          f"cache build {build:.1f} s once; reading the cache {cached:.0f} images/s "
+          f"({cached / decode:.0f}x)")
+
+
+if __name__ == "__main__":
+    main()

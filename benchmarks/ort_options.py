@@ -1,0 +1,96 @@
+"""What makes ONNX Runtime's CPU provider fast on this generator: each option measured side by
+side in one run, at the paper's width, on the same latents.
+
+    python -m benchmarks.ort_options [--ngf 64] [--out benchmarks/results/ort_cpu_options.md]
+
+Rows: graph layout (ConvTranspose vs sub-pixel Conv + DepthToSpace), intra-op threads, graph
+optimization level, memory arena; each as images/s at batch 1, 64 and 256 and as a fraction of
+the fp32 matmul bound. The weights are a freshly initialised G with BN folded: speed does not
+depend on their values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from benchmarks.flops import generator_flops, matmul_gflops
+from benchmarks.harness import time_calls
+from benchmarks.machine import describe
+from export.fold import fold_generator
+from export.onnx_graph import build_onnx
+from export.recalibrate import recalibrate_bn
+from runtime.backends import physical_cores
+from runtime.files import atomic_write_text
+from train.config import ModelConfig
+from train.models import build_models
+
+
+def session(model_bytes: bytes, threads: int, level, arena: bool) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.graph_optimization_level = level
+    opts.enable_cpu_mem_arena = arena
+    return ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ngf", type=int, default=64)
+    parser.add_argument("--batches", default="1,64,256")
+    parser.add_argument("--min-seconds", type=float, default=2.0)
+    parser.add_argument("--out", default=None, help="write a markdown table here")
+    args = parser.parse_args(argv)
+    batches = [int(b) for b in args.batches.split(",")]
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(ngf=args.ngf)
+    g = recalibrate_bn(build_models(cfg)[0], 4, 64)
+    layers = fold_generator(g)
+    models = {layout: build_onnx(layers, cfg, "fp32", layout=layout).SerializeToString()
+              for layout in ("convtranspose", "subpixel")}
+    cores = physical_cores()
+    all_opt, basic = ort.GraphOptimizationLevel.ORT_ENABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    variants = [
+        ("ConvTranspose, defaults (all optimizations, arena, threads = cores)", "convtranspose",
+         cores, all_opt, True),
+        ("ConvTranspose, 1 thread", "convtranspose", 1, all_opt, True),
+        ("ConvTranspose, basic optimizations only", "convtranspose", cores, basic, True),
+        ("ConvTranspose, no memory arena", "convtranspose", cores, all_opt, False),
+        ("sub-pixel Conv + DepthToSpace", "subpixel", cores, all_opt, True),
+        ("sub-pixel, 1 thread", "subpixel", 1, all_opt, True),
+    ]
+    gflops = matmul_gflops()
+    bound = gflops / (generator_flops(cfg) / 1e9)
+    z_all = np.random.default_rng(0).standard_normal((max(batches), cfg.nz)).astype(np.float32)
+    header = ["variant"] + [f"batch {b}" for b in batches]
+    lines = []
+    for name, layout, threads, level, arena in variants:
+        sess = session(models[layout], threads, level, arena)
+        cells = [name]
+        for b in batches:
+            z = z_all[:b]
+            t = time_calls(lambda x, s=sess: s.run(["images"], {"z": x}), z, 2, 3, args.min_seconds)
+            rate = b / np.median(t)
+            cells.append(f"{rate:.0f} img/s ({rate / bound:.0%})")
+            print(f"{name:70s} batch {b:4d}: {rate:8.1f} images/s = {rate / bound:.0%} of bound",
+                  flush=True)
+        lines.append(cells)
+    m = describe()
+    text = (f"ONNX Runtime CPU options, ngf={args.ngf}: {m['cpu']}, {m['cores']} cores, "
+            f"onnxruntime {ort.__version__}, {time.strftime('%Y-%m-%d')}. fp32 matmul "
+            f"{gflops:.1f} GFLOP/s -> bound {bound:.0f} images/s "
+            f"({generator_flops(cfg) / 1e9:.4f} GFLOP/image).\n\n"
+            "| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n"
+            + "\n".join("| " + " | ".join(c) + " |" for c in lines) + "\n")
+    print(text)
+    if args.out:
+        atomic_write_text(args.out, text)
+
+
+if __name__ == "__main__":
+    main()
