@@ -1,0 +1,173 @@
+"""dcgan-analyze: the DCGAN paper's analyses on your model, as PNG figures and a JSON each."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+
+from analysis.sources import AnalysisError, load_discriminator, load_images, open_generator
+from runtime.cli_support import Debug, new_app, run_app
+
+log = logging.getLogger("dcgan-analyze")
+app = new_app(__doc__)
+
+Source = Annotated[Path, typer.Argument(help="An artifact directory (dcgan-export) or a checkpoint "
+                                             "(exported on the fly).")]
+Checkpoint = Annotated[Path, typer.Argument(help="A dcgan-train checkpoint (holds G and D).")]
+Seed = Annotated[int, typer.Option(min=0, help="Seed for latents and sampling.")]
+Out = Annotated[Path, typer.Option(help="Where the figures and JSON go.")]
+Data = Annotated[str, typer.Option(help="shapes, shapes:N, or a folder with one subfolder per class.")]
+
+
+def _device() -> str:
+    from train.loop import pick_device
+
+    return str(pick_device("auto"))
+
+
+def _training_data(checkpoint: Path) -> str:
+    from train.checkpoint import load_checkpoint
+
+    return load_checkpoint(checkpoint)["train_config"]["data"]
+
+
+def _report(result: dict, out: Path) -> None:
+    typer.echo(f"wrote {out}/ ({', '.join(sorted(p.name for p in out.iterdir()))})")
+
+
+@app.command()
+def walk(source: Source, out: Out = Path("runs/analysis/walk"),
+         rows: Annotated[int, typer.Option(min=1, help="Latent pairs, one row each.")] = 8,
+         steps: Annotated[int, typer.Option(min=2, help="Images per row, endpoints included.")] = 10,
+         method: Annotated[str, typer.Option(help="slerp or linear.")] = "slerp",
+         seed: Seed = 0, debug: Debug = False) -> None:
+    """Interpolations between random latent pairs (the paper's smooth transitions)."""
+    from analysis.walk import latent_walk
+
+    if method not in ("slerp", "linear"):
+        raise typer.BadParameter(f"--method must be slerp or linear, got {method!r}")
+    with tempfile.TemporaryDirectory() as tmp:
+        with open_generator(source, Path(tmp)) as gen:
+            result = latent_walk(gen, out, rows, steps, seed, method)
+    _report(result, out)
+
+
+@app.command()
+def arithmetic(source: Source,
+               a: Annotated[str, typer.Option("--a", help="Group A: indices of --run, or a .npy "
+                                                         "of latents.")],
+               b: Annotated[str, typer.Option("--b", help="Group B (subtracted).")],
+               c: Annotated[str, typer.Option("--c", help="Group C (added).")],
+               run: Annotated[Path | None, typer.Option(help="The dcgan-generate output directory the "
+                                                             "indices refer to.")] = None,
+               out: Out = Path("runs/analysis/arithmetic"), seed: Seed = 0,
+               debug: Debug = False) -> None:
+    """Vector arithmetic on averaged exemplars: mean(A) - mean(B) + mean(C), with neighbours."""
+    from analysis.arithmetic import group_latents, vector_arithmetic
+
+    if run is not None and not (run / "manifest.json").exists():
+        raise AnalysisError(f"{run} has no manifest.json — pass a dcgan-generate output directory")
+    with tempfile.TemporaryDirectory() as tmp:
+        with open_generator(source, Path(tmp)) as gen:
+            za, zb, zc = (group_latents(gen, g, run) for g in (a, b, c))
+            result = vector_arithmetic(gen, za, zb, zc, out, seed)
+    _report(result, out)
+
+
+@app.command()
+def features(checkpoint: Checkpoint,
+             data: Data = "shapes",
+             labels_per_class: Annotated[int, typer.Option(
+                 min=1, help="Training labels per class (the paper's SVHN test: 1000).")] = 1000,
+             test_per_class: Annotated[int, typer.Option(min=1, help="Held-out images per class.")] = 500,
+             svm_c: Annotated[float | None, typer.Option(
+                 min=0.0, help="L2-SVM regularisation C [default: 3-fold CV on the training split "
+                               "over 1e-3, 1e-2, 1e-1, 1]")] = None,
+             out: Out = Path("runs/analysis/features"), seed: Seed = 0,
+             debug: Debug = False) -> None:
+    """D's features as a representation: linear L2-SVM accuracy, trained D vs random D."""
+    from analysis.classify import feature_classification
+
+    d, cfg = load_discriminator(checkpoint)
+    result = feature_classification(d, cfg, data, out, labels_per_class, test_per_class, svm_c,
+                                    seed, _device())
+    typer.echo(f"accuracy: trained D {result['accuracy_trained_d']:.1%}, random D "
+               f"{result['accuracy_random_d']:.1%} (chance {result['chance']:.1%})")
+    _report(result, out)
+
+
+@app.command()
+def neighbors(checkpoint: Checkpoint,
+              data: Annotated[str | None, typer.Option(
+                  help="Training data [default: the checkpoint's].")] = None,
+              heldout_data: Annotated[str | None, typer.Option(help="Real images not trained on "
+                                      "[default for shapes:N: images N, N+1, ...].")] = None,
+              generated: Annotated[int, typer.Option(min=1, help="Generated samples.")] = 256,
+              train_images: Annotated[int, typer.Option("--train", min=1, help="Training images "
+                                                        "searched.")] = 5000,
+              heldout: Annotated[int, typer.Option(min=1, help="Held-out real images.")] = 256,
+              out: Out = Path("runs/analysis/neighbors"), seed: Seed = 0,
+              debug: Debug = False) -> None:
+    """The memorisation check: nearest training images of generated samples, and distances."""
+    from analysis.neighbors import memorisation_check
+
+    d, cfg = load_discriminator(checkpoint)
+    data = data or _training_data(checkpoint)
+    n_train_total = _length(data, cfg.nc)
+    rng = np.random.default_rng(seed)
+    pick = np.sort(rng.choice(n_train_total, min(train_images, n_train_total), replace=False))
+    train, _, _ = load_images(data, cfg.nc, pick)
+    if heldout_data is None:
+        if not data.startswith("shapes"):
+            raise AnalysisError("--heldout-data is needed for folder or lmdb training data: real "
+                                "images the model never saw")
+        held, _, _ = load_images(f"shapes:{n_train_total + heldout}", cfg.nc,
+                                 np.arange(n_train_total, n_train_total + heldout))
+    else:
+        n_held = _length(heldout_data, cfg.nc)
+        held, _, _ = load_images(heldout_data, cfg.nc, np.arange(min(heldout, n_held)))
+    with tempfile.TemporaryDirectory() as tmp:
+        with open_generator(checkpoint, Path(tmp)) as gen:
+            fake = gen.generate(generated, seed=seed)
+    result = memorisation_check(fake, train, held, d, out, _device())
+    typer.echo(result["verdict"])
+    _report(result, out)
+
+
+@app.command()
+def visualize(checkpoint: Checkpoint,
+              data: Data = "shapes",
+              layer: Annotated[int, typer.Option(min=1, max=4, help="D's conv block, 1 (first) to 4.")] = 4,
+              top: Annotated[int, typer.Option(min=1, help="Strongest feature maps shown.")] = 8,
+              images: Annotated[int, typer.Option(min=1, help="Real images searched.")] = 512,
+              out: Out = Path("runs/analysis/visualize"), seed: Seed = 0,
+              debug: Debug = False) -> None:
+    """Guided backpropagation of D's strongest features, beside a random-filter D."""
+    from analysis.sources import random_discriminator
+    from analysis.visualize import visualize_features
+
+    d, cfg = load_discriminator(checkpoint)
+    n = _length(data, cfg.nc)
+    pick = np.sort(np.random.default_rng(seed).choice(n, min(images, n), replace=False))
+    real, _, _ = load_images(data, cfg.nc, pick)
+    result = visualize_features(d, random_discriminator(cfg, seed), real, out, layer, top)
+    _report(result, out)
+
+
+def _length(spec: str, nc: int) -> int:
+    from train.data import open_dataset
+
+    return len(open_dataset(spec, nc=nc))
+
+
+def main() -> None:
+    raise SystemExit(run_app(app, prog="dcgan-analyze"))
+
+
+if __name__ == "__main__":
+    main()
