@@ -27,7 +27,7 @@ lint: install
 
 # The whole chain on the built-in shapes data: a narrow model (ngf 32, ndf 16) with one-sided
 # label smoothing and instance noise (README, "On the shapes data"), then export and generate.
-DEMO_STEPS ?= 3000
+DEMO_STEPS ?= 6000
 demo: install
 	$(BIN)/dcgan-train --out runs/demo --ngf 32 --ndf 16 --batch-size 64 --steps $(DEMO_STEPS) \
 		--label-smoothing 0.1 --instance-noise 0.1 --channels-last --overwrite

@@ -13,7 +13,7 @@ from analysis.figures import save_json
 from analysis.sources import per_class_sample, random_discriminator
 from runtime.files import atomic_write_bytes
 
-C_GRID = (1e-3, 1e-2, 1e-1, 1.0)
+C_GRID = (1e-4, 1e-3, 1e-2, 1e-1)
 
 
 def svm_accuracy(train_x, train_y, test_x, test_y, c: float | None, seed: int) -> tuple[float, float]:

@@ -11,7 +11,7 @@ import numpy as np
 import typer
 
 from analysis.sources import AnalysisError, load_discriminator, load_images, open_generator
-from runtime.cli_support import Debug, new_app, run_app
+from runtime.cli_support import Debug, check_choice, new_app, run_app
 
 log = logging.getLogger("dcgan-analyze")
 app = new_app(__doc__)
@@ -49,8 +49,7 @@ def walk(source: Source, out: Out = Path("runs/analysis/walk"),
     """Interpolations between random latent pairs (the paper's smooth transitions)."""
     from analysis.walk import latent_walk
 
-    if method not in ("slerp", "linear"):
-        raise typer.BadParameter(f"--method must be slerp or linear, got {method!r}")
+    check_choice(method, ("slerp", "linear"), "--method")
     with tempfile.TemporaryDirectory() as tmp:
         with open_generator(source, Path(tmp)) as gen:
             result = latent_walk(gen, out, rows, steps, seed, method)
@@ -87,7 +86,7 @@ def features(checkpoint: Checkpoint,
              test_per_class: Annotated[int, typer.Option(min=1, help="Held-out images per class.")] = 500,
              svm_c: Annotated[float | None, typer.Option(
                  min=0.0, help="L2-SVM regularisation C [default: 3-fold CV on the training split "
-                               "over 1e-3, 1e-2, 1e-1, 1]")] = None,
+                               "over 1e-4, 1e-3, 1e-2, 1e-1]")] = None,
              out: Out = Path("runs/analysis/features"), seed: Seed = 0,
              debug: Debug = False) -> None:
     """D's features as a representation: linear L2-SVM accuracy, trained D vs random D."""

@@ -54,14 +54,19 @@ def main(argv: list[str] | None = None) -> None:
     models = {layout: build_onnx(layers, cfg, "fp32", layout=layout).SerializeToString()
               for layout in ("convtranspose", "subpixel")}
     cores = physical_cores()
-    all_opt, basic = ort.GraphOptimizationLevel.ORT_ENABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    levels = ort.GraphOptimizationLevel
+    all_opt, extended, basic = levels.ORT_ENABLE_ALL, levels.ORT_ENABLE_EXTENDED, levels.ORT_ENABLE_BASIC
     variants = [
         ("ConvTranspose, defaults (all optimizations, arena, threads = cores)", "convtranspose",
          cores, all_opt, True),
         ("ConvTranspose, 1 thread", "convtranspose", 1, all_opt, True),
+        ("ConvTranspose, extended optimizations (no layout transforms)", "convtranspose", cores,
+         extended, True),
         ("ConvTranspose, basic optimizations only", "convtranspose", cores, basic, True),
         ("ConvTranspose, no memory arena", "convtranspose", cores, all_opt, False),
         ("sub-pixel Conv + DepthToSpace", "subpixel", cores, all_opt, True),
+        ("sub-pixel, extended optimizations", "subpixel", cores, extended, True),
+        ("sub-pixel, basic optimizations only", "subpixel", cores, basic, True),
         ("sub-pixel, 1 thread", "subpixel", 1, all_opt, True),
     ]
     gflops = matmul_gflops()

@@ -53,6 +53,7 @@ class ExportOptions:
     device: int = 0
     overwrite: bool = False
     name: str = "dcgan"
+    layout: str = "convtranspose"  # how stride-2 layers are written in the ONNX (see onnx_graph)
 
 
 def check_output(out: Path, overwrite: bool) -> None:
@@ -134,13 +135,13 @@ def _build(staging: Path, loaded, layers, opts: ExportOptions, want_trt: bool, o
     files, verification = {}, {}
     onnx_models = {}
     for precision, filename in (("fp32", "model.onnx"), ("fp16", "model.fp16.onnx")):
-        model = build_onnx(layers, cfg, precision, {"source_sha256": loaded.sha256})
+        model = build_onnx(layers, cfg, precision, {"source_sha256": loaded.sha256}, opts.layout)
         verification[filename] = verify_onnx(model, g, precision)
         if not verification[filename]["verified"]:
             log.warning("%s not verified here: %s", filename, verification[filename]["reason"])
         data = model.SerializeToString()
         onnx_models[precision] = data
-        files[filename] = {"kind": "onnx", "precision": precision, "opset": OPSET,
+        files[filename] = {"kind": "onnx", "precision": precision, "opset": OPSET, "layout": opts.layout,
                            **_write_model(staging / filename, data)}
     engine_name = None
     if want_trt:

@@ -9,9 +9,9 @@ from typing import Annotated
 import typer
 
 from export.artifact import FORMATS, ExportOptions, export_artifact
-from export.errors import ExportError
+from export.onnx_graph import LAYOUTS
 from export.tensorrt_build import Profile
-from runtime.cli_support import Debug, new_app, run_app
+from runtime.cli_support import Debug, check_choice, default_input, new_app, run_app
 
 log = logging.getLogger("dcgan-export")
 app = new_app(__doc__)
@@ -37,6 +37,10 @@ def main_command(
                                                 "batches of 64 latents before folding.")] = 50,
     no_recalibrate_bn: Annotated[bool, typer.Option("--no-recalibrate-bn", help="Keep the "
                                  "checkpoint's BN running statistics.")] = False,
+    layout: Annotated[str, typer.Option(help="How stride-2 transposed convolutions are written: "
+                                        "subpixel (4 convolutions + DepthToSpace, faster on "
+                                        "ONNX Runtime's CPU provider) or convtranspose.")
+                      ] = ExportOptions.layout,
     device: Annotated[int, typer.Option(min=0, help="CUDA device for TensorRT.")] = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --out.")] = False,
     debug: Debug = False,
@@ -47,22 +51,17 @@ def main_command(
     Every model written is first checked against the PyTorch reference (eval mode, fp32, BN
     unfolded); a failure anywhere writes nothing and exits 1.
     """
-    if format not in FORMATS:
-        raise typer.BadParameter(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
-    if precision not in ("fp32", "fp16"):
-        raise typer.BadParameter(f"--precision must be fp32 or fp16, got {precision!r}")
-    if checkpoint is None:
-        checkpoint = DEFAULT_CHECKPOINT
-        if not checkpoint.exists():
-            raise ExportError(f"no checkpoint at {checkpoint} — run dcgan-train first (it writes "
-                              "runs/dcgan/), or pass a checkpoint path")
-        log.info("using %s (default checkpoint)", checkpoint)
+    check_choice(format, FORMATS, "--format")
+    check_choice(precision, ("fp32", "fp16"), "--precision")
+    check_choice(layout, LAYOUTS, "--layout")
+    checkpoint = default_input(checkpoint, DEFAULT_CHECKPOINT, "checkpoint", "dcgan-train",
+                               "runs/dcgan/")
     if out == DEFAULT_OUT:
         log.info("writing %s/ (default --out)", out)
     opts = ExportOptions(format=format, precision=precision,
                          recalibrate_batches=0 if no_recalibrate_bn else recalibrate_bn,
                          profile=Profile(min_batch, opt_batch, max_batch), device=device,
-                         overwrite=overwrite)
+                         overwrite=overwrite, layout=layout)
     manifest = export_artifact(checkpoint, out, opts)
     for name, entry in manifest["files"].items():
         v = manifest["verification"].get(name, {})

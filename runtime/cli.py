@@ -14,7 +14,7 @@ import typer
 from tqdm import tqdm
 
 from runtime.backends import BACKENDS, physical_cores
-from runtime.cli_support import Debug, new_app, run_app
+from runtime.cli_support import Debug, check_choice, default_input, new_app, run_app
 from runtime.errors import DcganError
 from runtime.files import atomic_write_text
 from runtime.generator import Generator
@@ -72,17 +72,10 @@ def main_command(
 
     With no ARTIFACT, reads artifacts/dcgan/ (what dcgan-export writes by default).
     """
-    if format not in FORMATS:
-        raise typer.BadParameter(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
-    if backend not in ("auto", *BACKENDS):
-        raise typer.BadParameter(f"--backend must be auto or one of {', '.join(BACKENDS)}, got {backend!r}")
+    check_choice(format, FORMATS, "--format")
+    check_choice(backend, ("auto", *BACKENDS), "--backend")
     first, count = shard_range(start, n, *parse_shard(shard)) if shard else (start, n)
-    if artifact is None:
-        artifact = DEFAULT_ARTIFACT
-        if not artifact.exists():
-            raise DcganError(f"no artifact at {artifact} — run dcgan-export first (it writes "
-                             "artifacts/dcgan/), or pass an artifact path")
-        log.info("using %s (default artifact)", artifact)
+    artifact = default_input(artifact, DEFAULT_ARTIFACT, "artifact", "dcgan-export", "artifacts/dcgan/")
     if out.exists() and not out.is_dir():
         raise DcganError(f"--out {out} is a file — give a directory")
     if out.is_dir() and any(out.iterdir()) and not overwrite:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import traceback
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -17,6 +18,24 @@ Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug 
 def new_app(help_text: str) -> typer.Typer:
     return typer.Typer(help=help_text, add_completion=False, pretty_exceptions_enable=False,
                        rich_markup_mode=None, context_settings={"help_option_names": ["-h", "--help"]})
+
+
+def check_choice(value: str, choices: tuple[str, ...] | list[str], option: str) -> None:
+    """A usage error (exit 2) unless `value` is one of `choices`."""
+    if value not in choices:
+        raise typer.BadParameter(f"{option} must be one of {', '.join(choices)}, got {value!r}")
+
+
+def default_input(given: Path | None, default: Path, what: str, maker: str, writes: str) -> Path:
+    """`given`, else `default` (said in the log): a missing default is a one-line error naming
+    the command that creates it."""
+    if given is not None:
+        return given
+    if not default.exists():
+        raise DcganError(f"no {what} at {default} — run {maker} first (it writes {writes}), or "
+                         f"pass a {what} path")
+    logging.getLogger(maker).info("using %s (default %s)", default, what)
+    return default
 
 
 def fail(message: str) -> None:

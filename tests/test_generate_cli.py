@@ -111,7 +111,7 @@ def test_failure_mid_run_leaves_no_partial_image(tiny_artifact, tmp_path, capsys
     (["--shard", "3/3"], 2, "need 0 <= i < k"),
     (["--shard", "x"], 2, "--shard must look like i/k"),
     (["--format", "gif"], 2, "--format must be one of png, jpg, npy"),
-    (["--backend", "tpu"], 2, "--backend must be auto or one of"),
+    (["--backend", "tpu"], 2, "--backend must be one of auto, ort-cpu"),
     (["-n", "-1"], 2, "-n"),
     (["--backend", "trt"], 1, "TensorRT"),
 ])

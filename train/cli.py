@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from runtime.cli_support import Debug, new_app, run_app
+from runtime.cli_support import Debug, check_choice, new_app, run_app
 from train.config import LATENTS, ModelConfig
 from train.loop import TrainConfig, train
 
@@ -42,7 +42,7 @@ def main_command(
                                "smoothing: D's target for real images is 1 - this (0: the paper).")
                                ] = DEFAULTS.label_smoothing,
     instance_noise: Annotated[float, typer.Option(min=0.0, help="Std of Gaussian noise added to "
-                              "D's inputs, annealed linearly to 0 over the run (0: the paper).")
+                              "every image D sees, real or fake (0: the paper).")
                               ] = DEFAULTS.instance_noise,
     seed: Annotated[int, typer.Option(min=0, help="Seed for init, data order and latents.")
                     ] = DEFAULTS.seed,
@@ -74,8 +74,7 @@ def main_command(
     grid per epoch), metrics.jsonl and loss.png. SIGINT/SIGTERM save a checkpoint and exit
     130/143; --resume continues bit-exactly on CPU. Under torchrun, trains with DDP.
     """
-    if latent not in LATENTS:
-        raise typer.BadParameter(f"--latent must be one of {', '.join(LATENTS)}, got {latent!r}")
+    check_choice(latent, LATENTS, "--latent")
     if nc not in (1, 3):
         raise typer.BadParameter(f"--nc must be 1 or 3, got {nc}")
     model_cfg = ModelConfig(nz=nz, ngf=ngf, ndf=ndf, nc=nc, latent=latent)
@@ -86,6 +85,9 @@ def main_command(
                       label_smoothing=label_smoothing, instance_noise=instance_noise)
     if data == DEFAULTS.data and out == DEFAULTS.out:
         log.info("training on the built-in shapes data into %s/ (defaults)", out)
+    if data.startswith("shapes") and not (label_smoothing or instance_noise) and not resume:
+        log.info("note: on shapes the paper's D soon overpowers G; --label-smoothing 0.1 "
+                 "--instance-noise 0.1 keep them balanced (README, 'On the shapes data')")
     result = train(cfg, model_cfg, resume=resume, overwrite=overwrite)
     log.info("done: step %d, checkpoint %s, samples %s", result.step,
              result.run_dir / "checkpoints" / "last.pt", result.run_dir / "samples" / "last.png")

@@ -62,7 +62,7 @@ class TrainConfig:
     keep_every: int = 1  # keep checkpoints/epoch_K.pt every K epochs (0: never)
     log_every: int = 10  # steps between metrics.jsonl lines
     label_smoothing: float = 0.0  # D's target for real images is 1 - this (one-sided smoothing)
-    instance_noise: float = 0.0  # std of noise added to D's inputs, annealed linearly to 0
+    instance_noise: float = 0.0  # std of Gaussian noise added to every image D sees
     cache_dir: str | None = None  # image cache for folder/lmdb data (default ~/.cache/dcgan)
 
 
@@ -150,8 +150,9 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool, overwrite: bo
     if state is not None:  # the stored run defines the model and the recipe; only length may change
         model_cfg = ModelConfig.from_dict(state["model_config"])
         stored = state["train_config"]
-        for key in ("data", "batch_size", "lr", "beta1", "beta2", "seed"):
-            setattr(cfg, key, stored[key])
+        for key in ("data", "batch_size", "lr", "beta1", "beta2", "seed", "label_smoothing",
+                    "instance_noise"):
+            setattr(cfg, key, stored.get(key, getattr(cfg, key)))
     config = {"model": model_cfg.to_dict(), "train": {k: v for k, v in asdict(cfg).items()
                                                       if k not in ("epochs", "steps", "out")}}
     if dist.is_main:
@@ -248,7 +249,7 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool, overwrite: bo
 
                 # (1) D: maximise log D(x) + log(1 - D(G(z)))
                 opt_d.zero_grad(set_to_none=True)
-                noise = cfg.instance_noise * max(0.0, 1 - step / total_steps)
+                noise = cfg.instance_noise  # constant: annealed to 0, D wins again (shapes)
                 with autocast:
                     out_real = d_train(with_noise(real, noise)).float()
                     loss_real = F.binary_cross_entropy_with_logits(out_real, real_targets)
