@@ -188,10 +188,10 @@ def test_tampered_weight_fails_verification_and_leaves_nothing(tiny_checkpoint, 
 
     real_build = export.artifact.build_onnx
 
-    def tampered(layers, cfg, precision="fp32", metadata=None):
+    def tampered(layers, cfg, precision="fp32", metadata=None, layout="convtranspose"):
         layers = [*layers]
         layers[-1].weight = layers[-1].weight * 1.2  # a 20% error in the output layer
-        return real_build(layers, cfg, precision, metadata)
+        return real_build(layers, cfg, precision, metadata, layout)
 
     monkeypatch.setattr(export.artifact, "build_onnx", tampered)
     with pytest.raises(VerificationError, match="differs from the PyTorch reference"):
