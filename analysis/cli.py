@@ -36,7 +36,7 @@ def _training_data(checkpoint: Path) -> str:
     return load_checkpoint(checkpoint)["train_config"]["data"]
 
 
-def _report(result: dict, out: Path) -> None:
+def _report(out: Path) -> None:
     typer.echo(f"wrote {out}/ ({', '.join(sorted(p.name for p in out.iterdir()))})")
 
 
@@ -52,8 +52,8 @@ def walk(source: Source, out: Out = Path("runs/analysis/walk"),
     check_choice(method, ("slerp", "linear"), "--method")
     with tempfile.TemporaryDirectory() as tmp:
         with open_generator(source, Path(tmp)) as gen:
-            result = latent_walk(gen, out, rows, steps, seed, method)
-    _report(result, out)
+            latent_walk(gen, out, rows, steps, seed, method)
+    _report(out)
 
 
 @app.command()
@@ -74,8 +74,8 @@ def arithmetic(source: Source,
     with tempfile.TemporaryDirectory() as tmp:
         with open_generator(source, Path(tmp)) as gen:
             za, zb, zc = (group_latents(gen, g, run) for g in (a, b, c))
-            result = vector_arithmetic(gen, za, zb, zc, out, seed)
-    _report(result, out)
+            vector_arithmetic(gen, za, zb, zc, out, seed)
+    _report(out)
 
 
 @app.command()
@@ -97,7 +97,7 @@ def features(checkpoint: Checkpoint,
                                     seed, _device())
     typer.echo(f"accuracy: trained D {result['accuracy_trained_d']:.1%}, random D "
                f"{result['accuracy_random_d']:.1%} (chance {result['chance']:.1%})")
-    _report(result, out)
+    _report(out)
 
 
 @app.command()
@@ -135,7 +135,7 @@ def neighbors(checkpoint: Checkpoint,
             fake = gen.generate(generated, seed=seed)
     result = memorisation_check(fake, train, held, d, out, _device())
     typer.echo(result["verdict"])
-    _report(result, out)
+    _report(out)
 
 
 @app.command()
@@ -154,8 +154,8 @@ def visualize(checkpoint: Checkpoint,
     n = _length(data, cfg.nc)
     pick = np.sort(np.random.default_rng(seed).choice(n, min(images, n), replace=False))
     real, _, _ = load_images(data, cfg.nc, pick)
-    result = visualize_features(d, random_discriminator(cfg, seed), real, out, layer, top)
-    _report(result, out)
+    visualize_features(d, random_discriminator(cfg, seed), real, out, layer, top)
+    _report(out)
 
 
 def _length(spec: str, nc: int) -> int:
