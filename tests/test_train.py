@@ -104,19 +104,22 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
         load_checkpoint(bad)
 
 
-@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_signal_saves_checkpoint_and_exits(tmp_path, signum, code):
+@pytest.mark.parametrize("signum, code, workers", [
+    (signal.SIGINT, 130, 0), (signal.SIGTERM, 143, 0),
+    (signal.SIGINT, 130, 1),  # Ctrl-C reaches the data-loader worker too
+])
+def test_signal_saves_checkpoint_and_exits(tmp_path, signum, code, workers):
     out = tmp_path / "r"
     proc = subprocess.Popen(
         [sys.executable, "-m", "train.cli", "--data", "shapes:256", "--ngf", "8", "--ndf", "8",
-         "--nz", "16", "--batch-size", "8", "--steps", "100000", "--workers", "0",
+         "--nz", "16", "--batch-size", "8", "--steps", "100000", "--workers", str(workers),
          "--log-every", "1", "--out", str(out)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     metrics = out / "metrics.jsonl"
     deadline = time.time() + 60
     while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 2):
         time.sleep(0.1)
-    proc.send_signal(signum)
+    os.killpg(proc.pid, signum)  # the whole process group, as a terminal's Ctrl-C does
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == code, err
     assert f"stopped by {signal.Signals(signum).name}" in err
