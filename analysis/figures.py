@@ -19,10 +19,3 @@ def save_rows(path: Path, rows: list[np.ndarray]) -> None:
 
 def save_json(path: Path, data: dict) -> None:
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")
-
-
-def to_uint8_nhwc(x: np.ndarray) -> np.ndarray:
-    """float NCHW in [-1, 1] -> uint8 NHWC."""
-    from runtime.images import nchw_to_nhwc, to_uint8
-
-    return to_uint8(nchw_to_nhwc(x))

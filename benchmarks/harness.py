@@ -14,6 +14,7 @@ import numpy as np
 
 from benchmarks.runners import Runner
 from export.verify import FLOAT_TOLERANCE, UINT8_TOLERANCE
+from runtime.images import images_from_float
 from runtime.latents import latents
 
 BENCH_SEED = 1234
@@ -55,7 +56,7 @@ def time_calls(fn, z: np.ndarray, warmup: int, min_reps: int, min_seconds: float
 def errors(runner: Runner, reference: Runner, z: np.ndarray) -> dict:
     """Errors of `runner` against `reference` on the same latents, and whether they pass."""
     ref_float = reference.float_out(z)
-    ref_u8 = np.round(np.clip((ref_float + 1) * 127.5, 0, 255)).astype(np.uint8).transpose(0, 2, 3, 1)
+    ref_u8 = images_from_float(ref_float)
     u8 = np.abs(runner.images(z).astype(np.int16) - ref_u8.astype(np.int16)).max()
     out = {"max_abs": None, "mean_abs": None, "uint8_max_diff": int(u8)}
     passed = u8 <= UINT8_TOLERANCE[runner.precision]

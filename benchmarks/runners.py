@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from export.fold import FoldedGenerator, fold_generator
-from runtime.images import nchw_to_nhwc, to_uint8
+from runtime.images import images_from_float
 
 
 @dataclass
@@ -34,7 +34,7 @@ def torch_runner(name: str, module: torch.nn.Module, channels_last: bool = False
     def float_out(z: np.ndarray) -> np.ndarray:
         return module(torch.from_numpy(z)).float().numpy()
 
-    return Runner(name, "fp32", lambda z: to_uint8(nchw_to_nhwc(float_out(z))), float_out)
+    return Runner(name, "fp32", lambda z: images_from_float(float_out(z)), float_out)
 
 
 def reference_runner(g) -> Runner:

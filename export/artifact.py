@@ -14,7 +14,6 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from export.errors import ExportError
@@ -35,7 +34,7 @@ from export.verify import (
 )
 from runtime.files import atomic_write_bytes, atomic_write_text, sha256_file
 from runtime.generator import Generator
-from runtime.images import to_uint8
+from runtime.images import images_from_float
 from runtime.manifest import FORMAT_VERSION, INPUT_NAME, MANIFEST_NAME, OUTPUT_NAME
 
 log = logging.getLogger(__name__)
@@ -108,7 +107,7 @@ def export_artifact(checkpoint: Path, out: Path, opts: ExportOptions) -> dict:
     with torch.no_grad():
         folded = FoldedGenerator(layers)(torch.from_numpy(z)).numpy()
     ref = reference(g, z)
-    fold_check = require(compare(ref, folded, _to_nhwc_u8(folded), "fp32"), "the BN-folded model")
+    fold_check = require(compare(ref, folded, images_from_float(folded), "fp32"), "the BN-folded model")
 
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.parent / f".{out.name}.staging-{uuid.uuid4().hex[:8]}"
@@ -124,10 +123,6 @@ def export_artifact(checkpoint: Path, out: Path, opts: ExportOptions) -> dict:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return manifest
-
-
-def _to_nhwc_u8(x: np.ndarray) -> np.ndarray:
-    return to_uint8(x).transpose(0, 2, 3, 1)
 
 
 def _build(staging: Path, loaded, layers, opts: ExportOptions, want_trt: bool, out: Path) -> dict:

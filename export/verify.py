@@ -13,7 +13,7 @@ import torch
 
 from export.errors import VerificationError
 from export.onnx_graph import FLOAT_OUTPUT, with_float_output
-from runtime.images import to_uint8
+from runtime.images import images_from_float
 from runtime.latents import latents
 from runtime.manifest import INPUT_NAME, OUTPUT_NAME
 from train.models import Generator
@@ -38,7 +38,7 @@ def reference(g: Generator, z: np.ndarray) -> np.ndarray:
 def compare(ref: np.ndarray, got_float: np.ndarray | None, got_uint8: np.ndarray,
             precision: str) -> dict:
     """Errors of one backend's outputs against the reference; `passed` applies the tolerances."""
-    ref_u8 = to_uint8(ref).transpose(0, 2, 3, 1)
+    ref_u8 = images_from_float(ref)
     u8_diff = np.abs(got_uint8.astype(np.int16) - ref_u8.astype(np.int16))
     result = {"uint8_max_diff": int(u8_diff.max()), "uint8_mean_diff": float(u8_diff.mean()),
               "uint8_tolerance": UINT8_TOLERANCE[precision]}

@@ -25,6 +25,11 @@ def nchw_to_nhwc(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
 
 
+def images_from_float(x: np.ndarray) -> np.ndarray:
+    """Generator output, float (N, C, H, W) in [-1, 1] -> uint8 (N, H, W, C) images."""
+    return to_uint8(nchw_to_nhwc(x))
+
+
 def make_grid(images: np.ndarray, ncols: int | None = None, padding: int = 2,
               pad_value: int = 0) -> np.ndarray:
     """Tile uint8 images (N, H, W, C) into one (rows*(H+p)+p, cols*(W+p)+p, C) contact sheet.

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from runtime.errors import DcganError
 from runtime.files import atomic_write_text
-from runtime.images import make_grid, nchw_to_nhwc, save_image, to_uint8
+from runtime.images import images_from_float, make_grid, save_image
 from train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from train.config import ModelConfig
 from train.data import collate_uint8, open_dataset
@@ -214,7 +214,7 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool, overwrite: bo
     def write_samples(name: str) -> None:
         g.eval()
         with torch.no_grad():
-            images = to_uint8(nchw_to_nhwc(g(fixed_noise).float().cpu().numpy()))
+            images = images_from_float(g(fixed_noise).float().cpu().numpy())
         g.train()
         grid = make_grid(images, ncols=8)
         save_image(run_dir / "samples" / f"{name}.png", grid)
