@@ -110,6 +110,29 @@ def test_threads_give_serial_results(gen):
             np.testing.assert_array_equal(out, serial[seed])
 
 
+def test_ort_cpu_runs_one_slice_per_core_with_the_same_bits(tiny_artifact, gen, monkeypatch):
+    import runtime.backends as backends
+
+    monkeypatch.setattr(backends, "physical_cores", lambda: 3)
+    calls = []
+    original_run = backends.OrtCpuBackend._run
+
+    def spy(self, session, z):
+        calls.append((session is self.session, len(z), threading.current_thread().name))
+        return original_run(self, session, z)
+
+    monkeypatch.setattr(backends.OrtCpuBackend, "_run", spy)
+    with Generator.load(tiny_artifact, backend="ort-cpu") as sharded:
+        images = sharded.generate(10, seed=6, batch_size=10)
+        assert sorted(n for _, n, _ in calls) == [3, 3, 4]
+        assert all(not whole and name.startswith("ort-cpu") for whole, _, name in calls)
+        calls.clear()
+        one = sharded.generate(1, seed=6)
+        assert [(whole, n) for whole, n, _ in calls] == [(True, 1)]
+    np.testing.assert_array_equal(images[:1], one)
+    np.testing.assert_array_equal(images, gen.generate(10, seed=6, batch_size=1))
+
+
 @pytest.mark.parametrize("call, message", [
     (lambda g: g.from_latents(np.zeros((2, 3), np.float32)), r"shape \(n, 16\)"),
     (lambda g: g.from_latents(np.zeros((2, 16), np.int64)), "float array"),
