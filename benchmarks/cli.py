@@ -76,8 +76,9 @@ def main_command(
         "runs/dcgan/checkpoints/last.pt"),
     batches: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = DEFAULT_BATCHES,
     backends: Annotated[str, typer.Option(help="Comma-separated subset of torch-eager, "
-                                               "torch-folded, ort-cpu, ort-cuda, trt, trt-fp16.")] = (
-        "torch-eager,torch-folded,ort-cpu,ort-cuda,trt,trt-fp16"),
+                                               "torch-folded, ort-cpu, ort-cpu-int8, ort-cuda, trt, "
+                                               "trt-fp16.")] = (
+        "torch-eager,torch-folded,ort-cpu,ort-cpu-int8,ort-cuda,trt,trt-fp16"),
     min_seconds: Annotated[float, typer.Option(min=0.0, help="Minimum timed seconds per row.")] = 1.0,
     min_reps: Annotated[int, typer.Option(min=1, help="Minimum timed calls per row.")] = 5,
     warmup_iters: Annotated[int, typer.Option(min=0, help="Untimed calls before timing.")] = 2,
@@ -103,6 +104,7 @@ def main_command(
         "torch-eager": lambda: reference,
         "torch-folded": lambda: folded_runner(g),
         "ort-cpu": lambda: runtime_runner(artifact, "ort-cpu", "fp32"),
+        "ort-cpu-int8": lambda: runtime_runner(artifact, "ort-cpu", "int8"),
         "ort-cuda": lambda: runtime_runner(artifact, "ort-cuda", "fp32"),
         "trt": lambda: runtime_runner(artifact, "trt", "fp32"),
         "trt-fp16": lambda: runtime_runner(artifact, "trt", "fp16"),
@@ -124,9 +126,11 @@ def main_command(
                                  warmup_iters, min_reps, min_seconds)
         finally:
             runner.close()
-    for row in rows:  # the bound is the CPU's: GPU backends get none
+    eager = {r.batch: r.images_per_s for r in rows if r.backend == reference.name}
+    for row in rows:  # the bound is the CPU's fp32 one: GPU backends get none
         on_cpu = row.backend.startswith(("torch", "ort-cpu"))
         row.fraction_of_bound = row.images_per_s / bound if on_cpu else None
+        row.vs_reference = row.images_per_s / eager[row.batch] if row.batch in eager else None
     result = {
         "date": datetime.date.today().isoformat(),
         "machine": machine.describe(),

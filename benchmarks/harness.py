@@ -13,8 +13,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from benchmarks.runners import Runner
-from export.verify import FLOAT_TOLERANCE, UINT8_TOLERANCE
-from runtime.images import images_from_float
+from export.verify import compare
 from runtime.latents import latents
 
 BENCH_SEED = 1234
@@ -33,8 +32,10 @@ class Row:
     max_abs: float | None  # float output vs reference (None where the backend gives uint8 only)
     mean_abs: float | None
     uint8_max_diff: int
+    uint8_mean_diff: float
     passed: bool
     fraction_of_bound: float | None = None
+    vs_reference: float | None = None  # images/s over the reference's at this batch
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -55,17 +56,11 @@ def time_calls(fn, z: np.ndarray, warmup: int, min_reps: int, min_seconds: float
 
 def errors(runner: Runner, reference: Runner, z: np.ndarray) -> dict:
     """Errors of `runner` against `reference` on the same latents, and whether they pass."""
-    ref_float = reference.float_out(z)
-    ref_u8 = images_from_float(ref_float)
-    u8 = np.abs(runner.images(z).astype(np.int16) - ref_u8.astype(np.int16)).max()
-    out = {"max_abs": None, "mean_abs": None, "uint8_max_diff": int(u8)}
-    passed = u8 <= UINT8_TOLERANCE[runner.precision]
-    if runner.float_out is not None:
-        err = np.abs(runner.float_out(z).astype(np.float64) - ref_float.astype(np.float64))
-        out.update(max_abs=float(err.max()), mean_abs=float(err.mean()))
-        passed = passed and err.max() <= FLOAT_TOLERANCE[runner.precision]
-    out["passed"] = bool(passed)
-    return out
+    got_float = runner.float_out(z) if runner.float_out is not None else None
+    result = compare(reference.float_out(z), got_float, runner.images(z), runner.precision)
+    return {"max_abs": result.get("max_abs"), "mean_abs": result.get("mean_abs"),
+            "uint8_max_diff": result["uint8_max_diff"], "uint8_mean_diff": result["uint8_mean_diff"],
+            "passed": result["passed"]}
 
 
 def bench_runner(runner: Runner, reference: Runner, batches: list[int], nz: int, latent: str,

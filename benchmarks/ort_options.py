@@ -3,7 +3,8 @@ side in one run, at the paper's width, on the same latents.
 
     python -m benchmarks.ort_options [--ngf 64] [--out benchmarks/results/ort_cpu_options.md]
 
-Rows: graph layout (ConvTranspose vs sub-pixel Conv + DepthToSpace), intra-op threads, graph
+Rows: graph layout (ConvTranspose vs sub-pixel Conv + DepthToSpace, and the int8 model, whose
+speed is measured here but whose error is dcgan-bench's business), intra-op threads, graph
 optimization level, memory arena, and cutting the batch into one slice per core that runs on a
 single-threaded session (what the runtime's ort-cpu does for two or more images); each as
 images/s at batch 1, 64 and 256 and as a fraction of the fp32 matmul bound. The weights are a
@@ -25,6 +26,7 @@ from benchmarks.harness import time_calls
 from benchmarks.machine import describe
 from export.fold import fold_generator
 from export.onnx_graph import build_onnx
+from export.quantize import build_int8_onnx
 from export.recalibrate import recalibrate_bn
 from runtime.backends import physical_cores
 from runtime.files import atomic_write_text
@@ -64,6 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     layers = fold_generator(g)
     models = {layout: build_onnx(layers, cfg, "fp32", layout=layout).SerializeToString()
               for layout in ("convtranspose", "subpixel")}
+    models["int8"] = build_int8_onnx(layers, cfg).SerializeToString()
     cores = physical_cores()
     levels = ort.GraphOptimizationLevel
     all_opt, extended, basic = levels.ORT_ENABLE_ALL, levels.ORT_ENABLE_EXTENDED, levels.ORT_ENABLE_BASIC
@@ -83,6 +86,9 @@ def main(argv: list[str] | None = None) -> None:
         ("sub-pixel, basic optimizations only", "subpixel", cores, basic, True, False),
         ("sub-pixel, 1 thread", "subpixel", 1, all_opt, True, False),
         ("sub-pixel, one slice per core on 1-thread sessions", "subpixel", 1, all_opt, True, True),
+        ("int8 sub-pixel (QDQ), threads = cores", "int8", cores, all_opt, True, False),
+        ("int8 sub-pixel (QDQ), one slice per core on 1-thread sessions (runtime ort-cpu int8)",
+         "int8", 1, all_opt, True, True),
     ]
     gflops = matmul_gflops()
     bound = gflops / (generator_flops(cfg) / 1e9)

@@ -8,17 +8,18 @@ from pathlib import Path
 
 from runtime.files import atomic_write_bytes, atomic_write_text
 
-COLUMNS = ("backend", "batch", "images/s", "p50 ms", "p99 ms", "reps", "spread", "of bound",
-           "max abs err", "uint8 diff", "ok")
+COLUMNS = ("backend", "batch", "images/s", "vs eager", "of bound", "p50 ms", "p99 ms", "reps",
+           "spread", "max abs err", "uint8 max", "uint8 mean", "ok")
 
 
 def _cells(row: dict) -> list[str]:
     return [row["backend"], str(row["batch"]), f"{row['images_per_s']:.1f}",
+            "-" if row.get("vs_reference") is None else f"{row['vs_reference']:.2f}x",
+            "-" if row["fraction_of_bound"] is None else f"{row['fraction_of_bound']:.0%}",
             f"{row['latency_p50_ms']:.2f}", f"{row['latency_p99_ms']:.2f}", str(row["repetitions"]),
             f"{row['spread']:.0%}",
-            "-" if row["fraction_of_bound"] is None else f"{row['fraction_of_bound']:.0%}",
             "-" if row["max_abs"] is None else f"{row['max_abs']:.1e}", str(row["uint8_max_diff"]),
-            "yes" if row["passed"] else "NO"]
+            f"{row['uint8_mean_diff']:.2f}", "yes" if row["passed"] else "NO"]
 
 
 def text_table(rows: list[dict]) -> str:

@@ -1,5 +1,5 @@
-"""Build an artifact directory: verified ONNX (fp32, fp16), TensorRT engine, Triton repository,
-manifest.json. Everything is built in a staging directory beside the target and moved into
+"""Build an artifact directory: verified ONNX (fp32, fp16, int8), TensorRT engine, Triton
+repository, manifest.json. Everything is built in a staging directory beside the target and moved into
 place only when every check passed: a failure leaves no half-written artifact.
 """
 
@@ -20,6 +20,7 @@ from export.errors import ExportError
 from export.fold import FoldedGenerator, fold_generator
 from export.load import load_for_export
 from export.onnx_graph import OPSET, build_onnx
+from export.quantize import build_int8_onnx
 from export.recalibrate import recalibrate_bn, train_eval_gap
 from export.tensorrt_build import Profile, build_engine, trt_requirements
 from export.triton import write_repository
@@ -129,14 +130,19 @@ def _build(staging: Path, loaded, layers, opts: ExportOptions, want_trt: bool, o
     g, cfg = loaded.generator, loaded.config
     files, verification = {}, {}
     onnx_models = {}
-    for precision, filename in (("fp32", "model.onnx"), ("fp16", "model.fp16.onnx")):
-        model = build_onnx(layers, cfg, precision, {"source_sha256": loaded.sha256}, opts.layout)
+    metadata = {"source_sha256": loaded.sha256}
+    for precision, filename in (("fp32", "model.onnx"), ("fp16", "model.fp16.onnx"),
+                                ("int8", "model.int8.onnx")):
+        if precision == "int8":
+            model, layout = build_int8_onnx(layers, cfg, metadata), "subpixel"
+        else:
+            model, layout = build_onnx(layers, cfg, precision, metadata, opts.layout), opts.layout
         verification[filename] = verify_onnx(model, g, precision)
         if not verification[filename]["verified"]:
             log.warning("%s not verified here: %s", filename, verification[filename]["reason"])
         data = model.SerializeToString()
         onnx_models[precision] = data
-        files[filename] = {"kind": "onnx", "precision": precision, "opset": OPSET, "layout": opts.layout,
+        files[filename] = {"kind": "onnx", "precision": precision, "opset": OPSET, "layout": layout,
                            **_write_model(staging / filename, data)}
     engine_name = None
     if want_trt:
@@ -166,6 +172,7 @@ def _build(staging: Path, loaded, layers, opts: ExportOptions, want_trt: bool, o
     _write_manifest(staging, manifest)
     # the real runtime, through the manifest and its checksums, on what was just written
     verification["runtime"] = _verify_runtime(staging, g, "ort-cpu", "fp32")
+    verification["runtime-int8"] = _verify_runtime(staging, g, "ort-cpu", "int8")
     if engine_name:
         verification[engine_name] = _verify_runtime(staging, g, "trt", opts.precision)
     if opts.format in ("triton", "all"):

@@ -2,10 +2,15 @@
 
 Tolerances (DESIGN.md, "Numerics"): float output max abs error <= 1e-4 for fp32 and <= 2e-2
 for fp16; uint8 output within 1 level for fp32. For fp16 the uint8 bound follows from the float
-one: 2e-2 * 127.5 = 2.55, so 3 levels.
+one: 2e-2 * 127.5 = 2.55, so 3 levels. int8 (opt-in, ort-cpu) is judged on its mean as well as
+its worst case, as quantization error is spread over every pixel: at most 0.1 float (12.75, so
+13 uint8 levels) anywhere and 1.5 uint8 levels on average. Measured on the demo model: max 10
+levels, mean 0.9 (benchmarks/README.md).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
@@ -18,8 +23,15 @@ from runtime.latents import latents
 from runtime.manifest import INPUT_NAME, OUTPUT_NAME
 from train.models import Generator
 
-FLOAT_TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2}
-UINT8_TOLERANCE = {"fp32": 1, "fp16": 3}
+
+@dataclass(frozen=True)
+class Tolerance:
+    max_abs: float  # float output, [-1, 1] units
+    uint8_max: int  # levels, anywhere
+    uint8_mean: float | None = None  # levels, averaged over all values
+
+
+TOLERANCES = {"fp32": Tolerance(1e-4, 1), "fp16": Tolerance(2e-2, 3), "int8": Tolerance(0.1, 13, 1.5)}
 VERIFY_BATCHES = (1, 7, 64)
 VERIFY_SEED = 2016
 
@@ -38,16 +50,18 @@ def reference(g: Generator, z: np.ndarray) -> np.ndarray:
 def compare(ref: np.ndarray, got_float: np.ndarray | None, got_uint8: np.ndarray,
             precision: str) -> dict:
     """Errors of one backend's outputs against the reference; `passed` applies the tolerances."""
-    ref_u8 = images_from_float(ref)
-    u8_diff = np.abs(got_uint8.astype(np.int16) - ref_u8.astype(np.int16))
+    tol = TOLERANCES[precision]
+    u8_diff = np.abs(got_uint8.astype(np.int16) - images_from_float(ref).astype(np.int16))
     result = {"uint8_max_diff": int(u8_diff.max()), "uint8_mean_diff": float(u8_diff.mean()),
-              "uint8_tolerance": UINT8_TOLERANCE[precision]}
-    passed = result["uint8_max_diff"] <= UINT8_TOLERANCE[precision]
+              "uint8_tolerance": tol.uint8_max}
+    passed = result["uint8_max_diff"] <= tol.uint8_max
+    if tol.uint8_mean is not None:
+        result["uint8_mean_tolerance"] = tol.uint8_mean
+        passed = passed and result["uint8_mean_diff"] <= tol.uint8_mean
     if got_float is not None:
         err = np.abs(got_float.astype(np.float64) - ref.astype(np.float64))
-        result.update(max_abs=float(err.max()), mean_abs=float(err.mean()),
-                      tolerance=FLOAT_TOLERANCE[precision])
-        passed = passed and result["max_abs"] <= FLOAT_TOLERANCE[precision]
+        result.update(max_abs=float(err.max()), mean_abs=float(err.mean()), tolerance=tol.max_abs)
+        passed = passed and result["max_abs"] <= tol.max_abs
     result["passed"] = bool(passed)
     return result
 
@@ -68,10 +82,12 @@ def merge(results: list[dict]) -> dict:
 
 def require(result: dict, what: str) -> dict:
     if not result["passed"]:
-        detail = ", ".join(f"{k}={result[k]:.3g}" for k in ("max_abs", "uint8_max_diff") if k in result)
+        detail = ", ".join(f"{k}={result[k]:.3g}" for k in ("max_abs", "uint8_max_diff", "uint8_mean_diff")
+                           if k in result)
+        mean = (f", mean {result['uint8_mean_tolerance']}" if "uint8_mean_tolerance" in result else "")
         raise VerificationError(f"{what} differs from the PyTorch reference beyond tolerance "
                                 f"({detail}; tolerance {result.get('tolerance', '-')} float, "
-                                f"{result['uint8_tolerance']} uint8 levels) — nothing was written")
+                                f"{result['uint8_tolerance']} uint8 levels{mean}) — nothing was written")
     return result
 
 

@@ -22,6 +22,7 @@ from runtime.manifest import FileEntry, Manifest
 log = logging.getLogger(__name__)
 
 BACKENDS = ("ort-cpu", "ort-cuda", "trt")
+PRECISIONS = ("fp32", "fp16", "int8")  # model files an artifact may hold
 
 
 class Backend:
@@ -189,8 +190,10 @@ def create_backend(name: str, manifest: Manifest, device: int = 0,
                    precision: str | None = None) -> Backend:
     """An inactive backend `name` for the best matching file in the manifest."""
     if name in ("ort-cpu", "ort-cuda"):
-        # fp32 on the CPU provider; the CUDA provider may run an fp16 file if asked
+        # fp32 unless asked; the CPU provider has fast int8 kernels, the CUDA provider fp16 ones
         want = precision or "fp32"
+        if name == "ort-cuda" and want == "int8":
+            raise BackendUnavailable("the int8 model is for ort-cpu; ort-cuda runs fp32 or fp16")
         entries = [e for e in manifest.files("onnx") if e.precision == want]
         if not entries:
             raise BackendUnavailable(f"the artifact has no {want} ONNX model (files: "

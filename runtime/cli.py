@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 from tqdm import tqdm
 
-from runtime.backends import BACKENDS, physical_cores
+from runtime.backends import BACKENDS, PRECISIONS, physical_cores
 from runtime.cli_support import Debug, check_choice, default_input, new_app, run_app
 from runtime.errors import DcganError
 from runtime.files import atomic_write_text
@@ -60,6 +60,10 @@ def main_command(
     batch_size: Annotated[int, typer.Option(min=1, help="Images per inference call.")] = 64,
     backend: Annotated[str, typer.Option(help=f"auto, {', '.join(BACKENDS)}.")] = "auto",
     device: Annotated[int, typer.Option(min=0, help="CUDA device for GPU backends.")] = 0,
+    precision: Annotated[str | None, typer.Option(
+        help="fp32, fp16 or int8 model file [default: fp32]. int8 runs on ort-cpu, about 2x "
+             "faster on CPUs with AVX-512 VNNI, within a few uint8 levels of fp32.",
+        show_default=False)] = None,
     format: Annotated[str, typer.Option("--format", help="png, jpg or npy (uint8 HWC).")] = "png",
     grid: Annotated[Path | None, typer.Option(help=f"Also write a contact sheet of the first "
                                               f"{GRID_IMAGES} images to this PNG.")] = None,
@@ -74,6 +78,8 @@ def main_command(
     """
     check_choice(format, FORMATS, "--format")
     check_choice(backend, ("auto", *BACKENDS), "--backend")
+    if precision is not None:
+        check_choice(precision, PRECISIONS, "--precision")
     first, count = shard_range(start, n, *parse_shard(shard)) if shard else (start, n)
     artifact = default_input(artifact, DEFAULT_ARTIFACT, "artifact", "dcgan-export", "artifacts/dcgan/")
     if out.exists() and not out.is_dir():
@@ -83,7 +89,7 @@ def main_command(
     if grid is not None and grid.exists() and not overwrite:
         raise DcganError(f"{grid} exists — pass --overwrite to replace it")
 
-    with Generator.load(artifact, backend=backend, device=device) as gen:
+    with Generator.load(artifact, backend=backend, device=device, precision=precision) as gen:
         if gen.max_batch is not None and batch_size > gen.max_batch:
             raise typer.BadParameter(f"--batch-size {batch_size} is above the engine's max batch "
                                      f"{gen.max_batch}")
@@ -103,12 +109,13 @@ def main_command(
         record = {
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "artifact": str(artifact), "model_file": model_file.name,
-            "model_sha256": model_file.sha256, "backend": gen.backend_name, "seed": seed,
+            "model_sha256": model_file.sha256, "precision": model_file.precision,
+            "backend": gen.backend_name, "seed": seed,
             "first_index": first, "count": count, "shard": shard, "latent": gen.manifest.latent,
             "nz": gen.nz, "format": format, "file_pattern": file_name(first, width, format),
             "batch_size": batch_size,
             "regenerate": f"dcgan-generate {artifact} --seed {seed} --start INDEX -n 1 "
-                          f"--backend {gen.backend_name} --out DIR",
+                          f"--backend {gen.backend_name} --precision {model_file.precision} --out DIR",
         }
     atomic_write_text(out / "manifest.json", json.dumps(record, indent=2) + "\n")
     if grid is not None and grid_images:

@@ -24,7 +24,7 @@ REQUIRED = ("format_version", "model", "inputs", "outputs", "files")
 class FileEntry:
     name: str  # path relative to the artifact directory
     kind: str  # "onnx" or "trt"
-    precision: str  # "fp32" or "fp16"
+    precision: str  # "fp32", "fp16" or "int8"
     sha256: str
     meta: dict  # the whole manifest entry (engine GPU, TensorRT version, batch profile, ...)
 

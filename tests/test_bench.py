@@ -33,19 +33,24 @@ def test_every_row_and_output_file(tiny_artifact, tiny_checkpoint, tmp_path, cap
                            "bound_images_per_s", "rows", "skipped", "end_to_end", "timing"}
     assert result["machine"]["cores"] >= 1 and "torch" in result["machine"]["versions"]
     measured = {(r["backend"], r["batch"]) for r in result["rows"]}
-    assert measured >= {(b, n) for b in ("torch-eager", "torch-folded", "ort-cpu") for n in (1, 3)}
+    assert measured >= {(b, n) for b in ("torch-eager", "torch-folded", "ort-cpu", "ort-cpu-int8")
+                         for n in (1, 3)}
     skipped = {s["backend"] for s in result["skipped"]}
     assert measured | {(b, 1) for b in skipped} >= {(b, 1) for b in ("ort-cuda", "trt", "trt-fp16")}
     for row in result["rows"]:
         assert row["images_per_s"] > 0 and row["repetitions"] >= 2
         assert row["latency_p99_ms"] >= row["latency_p50_ms"] > 0
-        assert row["passed"] and row["uint8_max_diff"] <= 1
+        assert row["passed"]
         if row["backend"] == "torch-eager":
-            assert row["max_abs"] == 0.0  # the reference against itself
+            assert row["max_abs"] == 0.0 and row["vs_reference"] == 1.0  # the reference itself
         elif row["backend"] in ("torch-folded", "ort-cpu"):
-            assert 0 < row["max_abs"] <= 1e-4
+            assert 0 < row["max_abs"] <= 1e-4 and row["uint8_max_diff"] <= 1
+        elif row["backend"] == "ort-cpu-int8":
+            assert row["precision"] == "int8"
+            assert 0 < row["max_abs"] <= 0.1 and row["uint8_max_diff"] <= 13
+            assert row["uint8_mean_diff"] <= 1.5
         if row["backend"].startswith(("torch", "ort-cpu")):
-            assert 0 < row["fraction_of_bound"]
+            assert 0 < row["fraction_of_bound"] and row["vs_reference"] > 0
     assert result["end_to_end"]["images"] == 8 and result["end_to_end"]["images_per_s"] > 0
     assert "| backend | batch |" in (tmp_path / "b" / "bench.md").read_text()
     assert (tmp_path / "b" / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

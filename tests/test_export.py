@@ -83,7 +83,10 @@ def test_artifact_contents_and_numerics(tiny_checkpoint, tmp_path):
     assert on_disk["model"] == {"nz": 16, "latent": "normal", "image_size": 64, "channels": 3, "ngf": 8}
     assert on_disk["inputs"][0]["name"] == "z" and on_disk["outputs"][0]["dtype"] == "uint8"
     assert on_disk["source"]["sha256"] == sha256_file(tiny_checkpoint)
-    assert set(on_disk["files"]) == {"model.onnx", "model.fp16.onnx"}
+    assert set(on_disk["files"]) == {"model.onnx", "model.fp16.onnx", "model.int8.onnx"}
+    assert on_disk["files"]["model.int8.onnx"]["precision"] == "int8"
+    assert on_disk["files"]["model.int8.onnx"]["layout"] == "subpixel"
+    assert on_disk["verification"]["runtime-int8"]["passed"]
     for name, entry in on_disk["files"].items():
         assert entry["sha256"] == sha256_file(out / name)
         v = on_disk["verification"][name]
@@ -104,6 +107,46 @@ def test_artifact_contents_and_numerics(tiny_checkpoint, tmp_path):
     assert meta["nz"] == "16" and meta["latent"] == "normal" and meta["image_size"] == "64"
     assert [d.dim_param for d in model.graph.input[0].type.tensor_type.shape.dim][:1] == ["N"]
     assert not list(tmp_path.glob(".art.*"))  # no staging left
+
+
+def test_int8_model_is_quantized_and_within_its_tolerance(tiny_checkpoint, tmp_path):
+    from onnx import numpy_helper
+
+    from export.verify import TOLERANCES
+
+    out = tmp_path / "art"
+    manifest = export_artifact(tiny_checkpoint, out, ExportOptions(format="onnx", recalibrate_batches=0))
+    v = manifest["verification"]["model.int8.onnx"]
+    assert v["verified"] and v["passed"] and v["uint8_mean_tolerance"] == TOLERANCES["int8"].uint8_mean
+    model = onnx.load(out / "model.int8.onnx")
+    ops = [n.op_type for n in model.graph.node]
+    # the three stride-2 hidden layers: 4 phase convs each, weights stored as int8
+    int8_weights = [t for t in model.graph.initializer
+                    if t.name.endswith("weight_quantized") and numpy_helper.to_array(t).dtype == np.int8]
+    assert len(int8_weights) == 12
+    assert ops.count("QuantizeLinear") > 0 and "DepthToSpace" in ops
+    assert {p.key: p.value for p in model.metadata_props}["precision"] == "int8"
+    # independent check on fresh latents: within the int8 tolerance, and not a copy of fp32
+    z = latents(5, 0, 33, 16)
+    ref_u8, _ = reference_images(tiny_checkpoint, z, recalibrate_batches=0)
+    session = ort.InferenceSession(str(out / "model.int8.onnx"), providers=["CPUExecutionProvider"])
+    diff = np.abs(session.run(["images"], {"z": z})[0].astype(int) - ref_u8.astype(int))
+    assert diff.max() <= TOLERANCES["int8"].uint8_max and diff.mean() <= TOLERANCES["int8"].uint8_mean
+    assert diff.max() >= 1
+
+
+def test_int8_tolerance_bounds_the_mean_error_too():
+    from export.verify import compare
+    from runtime.images import images_from_float
+
+    ref = np.random.default_rng(0).uniform(-0.9, 0.9, (2, 3, 64, 64)).astype(np.float32)
+    exact = images_from_float(ref).astype(np.int16)
+    one_off, two_off = (np.clip(exact + d, 0, 255).astype(np.uint8) for d in (1, 2))
+    assert compare(ref, None, one_off, "int8")["passed"]
+    result = compare(ref, None, two_off, "int8")  # max 2 is fine, a mean of 2 levels is not
+    assert result["uint8_max_diff"] == 2 and not result["passed"]
+    assert compare(ref, None, one_off, "fp32")["passed"]  # fp32 allows 1 level, no mean bound
+    assert not compare(ref, None, two_off, "fp32")["passed"]
 
 
 def test_recalibrated_export_matches_recalibrated_reference(tiny_checkpoint, tmp_path):

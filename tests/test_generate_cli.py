@@ -72,6 +72,17 @@ def test_start_and_npy_and_jpg(tiny_artifact, tmp_path, capsys):
     assert _read(tmp_path / "j" / "000001.jpg").shape == (64, 64, 3)
 
 
+def test_int8_precision_is_recorded_and_regenerates(tiny_artifact, tmp_path, capsys):
+    out = tmp_path / "q"
+    assert _run([tiny_artifact, "-n", 5, "--out", out, "--seed", 2, "--backend", "ort-cpu",
+                 "--precision", "int8"], capsys)[0] == 0
+    record = json.loads((out / "manifest.json").read_text())
+    assert record["model_file"] == "model.int8.onnx" and record["precision"] == "int8"
+    assert "--backend ort-cpu --precision int8" in record["regenerate"]
+    with Generator.load(tiny_artifact, backend="ort-cpu", precision="int8") as gen:
+        np.testing.assert_array_equal(_read(out / "000004.png"), gen.generate(1, seed=2, start=4)[0])
+
+
 def test_refuses_non_empty_output_without_overwrite(tiny_artifact, tmp_path, capsys):
     out = tmp_path / "o"
     out.mkdir()
@@ -112,6 +123,8 @@ def test_failure_mid_run_leaves_no_partial_image(tiny_artifact, tmp_path, capsys
     (["--shard", "x"], 2, "--shard must look like i/k"),
     (["--format", "gif"], 2, "--format must be one of png, jpg, npy"),
     (["--backend", "tpu"], 2, "--backend must be one of auto, ort-cpu"),
+    (["--precision", "int4"], 2, "--precision must be one of fp32, fp16, int8"),
+    (["--backend", "ort-cuda", "--precision", "int8"], 1, "the int8 model is for ort-cpu"),
     (["-n", "-1"], 2, "-n"),
     (["--backend", "trt"], 1, "TensorRT"),
 ])

@@ -133,6 +133,21 @@ def test_ort_cpu_runs_one_slice_per_core_with_the_same_bits(tiny_artifact, gen, 
     np.testing.assert_array_equal(images, gen.generate(10, seed=6, batch_size=1))
 
 
+def test_int8_model_on_ort_cpu(tiny_artifact, tiny_checkpoint):
+    from export.verify import TOLERANCES
+
+    z = np.random.default_rng(3).standard_normal((40, 16)).astype(np.float32)
+    ref_u8, _ = reference_images(tiny_checkpoint, z)
+    with Generator.load(tiny_artifact, backend="ort-cpu", precision="int8") as int8:
+        assert int8.backend.entry.name == "model.int8.onnx"
+        images = int8.from_latents(z)
+        np.testing.assert_array_equal(int8.from_latents(z[:1]), images[:1])  # batch-independent
+    diff = np.abs(images.astype(int) - ref_u8.astype(int))
+    assert diff.max() <= TOLERANCES["int8"].uint8_max and diff.mean() <= TOLERANCES["int8"].uint8_mean
+    with pytest.raises(BackendUnavailable, match="int8 model is for ort-cpu"):
+        Generator.load(tiny_artifact, backend="ort-cuda", precision="int8")
+
+
 @pytest.mark.parametrize("call, message", [
     (lambda g: g.from_latents(np.zeros((2, 3), np.float32)), r"shape \(n, 16\)"),
     (lambda g: g.from_latents(np.zeros((2, 16), np.int64)), "float array"),
