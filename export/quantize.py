@@ -10,6 +10,11 @@ Kept in fp32: the first layer (a ConvTranspose on a 1x1 input, under 1 % of the 
 output layer, whose error would land on the pixels undiluted. Weights use 7 bits
 (`reduce_range`): x86 CPUs without VNNI multiply uint8 x int8 with VPMADDUBSW, which can saturate
 at 8 bits; at 7 they cannot, so every x86 CPU computes the same integers.
+
+On a trained paper-width model the error (mean 1.6 uint8 levels, max 21) comes from rounding
+the activations, not the weights: 8-bit weights, percentile or entropy calibration, more
+calibration batches, equalizing channel ranges across layers and keeping a third layer in fp32
+each moved the mean by under 10 % (most by noise), so none is kept.
 """
 
 from __future__ import annotations
@@ -52,8 +57,9 @@ def build_int8_onnx(layers: list[FoldedLayer], cfg: ModelConfig, metadata: dict 
             return None if z is None else {model.graph.input[0].name: z}
 
     with tempfile.TemporaryDirectory(prefix="dcgan-int8-") as tmp:
-        path = Path(tmp) / "model.int8.onnx"
-        quantize_static(model, path, Latents(), quant_format=QuantFormat.QDQ, per_channel=True,
+        source, path = Path(tmp) / "model.onnx", Path(tmp) / "model.int8.onnx"
+        onnx.save(model, source)  # from a file: the quantizer rewrites a ModelProto it is given
+        quantize_static(source, path, Latents(), quant_format=QuantFormat.QDQ, per_channel=True,
                         reduce_range=True, activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8,
                         op_types_to_quantize=["Conv", "Relu", "Concat", "DepthToSpace"],
