@@ -65,10 +65,10 @@ def main_command(
     manifest = export_artifact(checkpoint, out, opts)
     for name, entry in manifest["files"].items():
         v = manifest["verification"].get(name, {})
-        status = (f"max abs {v['max_abs']:.2e}, uint8 max diff {v['uint8_max_diff']}"
-                  if v.get("verified") and "max_abs" in v
-                  else f"uint8 max diff {v['uint8_max_diff']}" if v.get("verified")
-                  else f"not verified: {v.get('reason', '-')}")
+        u8 = (f"uint8 max diff {v['uint8_max_diff']}, mean {v['uint8_mean_diff']:.2f}"
+              if v.get("verified") else "")
+        status = (f"max abs {v['max_abs']:.2e}, {u8}" if v.get("verified") and "max_abs" in v
+                  else u8 or f"not verified: {v.get('reason', '-')}")
         log.info("  %-18s %s %s  (%s)", name, entry["kind"], entry["precision"], status)
     for skip in manifest["skipped"]:
         log.info("  skipped %s: %s", skip["format"], skip["reason"])

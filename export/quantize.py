@@ -19,7 +19,10 @@ each moved the mean by under 10 % (most by noise), so none is kept.
 
 from __future__ import annotations
 
+import logging
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +37,19 @@ from train.config import ModelConfig
 CALIBRATION_SEED = 1977  # distinct from the verification and benchmark seeds
 CALIBRATION_BATCHES = 8
 CALIBRATION_BATCH = 64
+
+
+@contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """The quantizer logs on the root logger: per-bias notes and advice to pre-process models
+    for shape inference, which our graph (static shapes but the batch) does not need."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def build_int8_onnx(layers: list[FoldedLayer], cfg: ModelConfig, metadata: dict | None = None,
@@ -59,11 +75,12 @@ def build_int8_onnx(layers: list[FoldedLayer], cfg: ModelConfig, metadata: dict 
     with tempfile.TemporaryDirectory(prefix="dcgan-int8-") as tmp:
         source, path = Path(tmp) / "model.onnx", Path(tmp) / "model.int8.onnx"
         onnx.save(model, source)  # from a file: the quantizer rewrites a ModelProto it is given
-        quantize_static(source, path, Latents(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        reduce_range=True, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8,
-                        op_types_to_quantize=["Conv", "Relu", "Concat", "DepthToSpace"],
-                        nodes_to_exclude=keep_fp32)
+        with _quiet_root_logger():
+            quantize_static(source, path, Latents(), quant_format=QuantFormat.QDQ, per_channel=True,
+                            reduce_range=True, activation_type=QuantType.QUInt8,
+                            weight_type=QuantType.QInt8,
+                            op_types_to_quantize=["Conv", "Relu", "Concat", "DepthToSpace"],
+                            nodes_to_exclude=keep_fp32)
         quantized = onnx.load(path)
     props = {p.key: p.value for p in model.metadata_props} | {"precision": "int8"}
     del quantized.metadata_props[:]
