@@ -1,7 +1,7 @@
 """What makes ONNX Runtime's CPU provider fast on this generator: each option measured side by
 side in one run, at the paper's width, on the same latents.
 
-    python -m benchmarks.ort_options [--ngf 64] [--out benchmarks/results/ort_cpu_options.md]
+    python -m benchmarks.ort_options [--ngf 64] [--rounds 3] [--out benchmarks/results/ort_cpu_options.md]
 
 Rows: graph layout (ConvTranspose vs sub-pixel Conv + DepthToSpace, and the int8 model, whose
 speed is measured here but whose error is dcgan-bench's business), intra-op threads, graph
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 import onnxruntime as ort
@@ -34,12 +35,46 @@ from train.config import ModelConfig
 from train.models import build_models
 
 
-def session(model_bytes: bytes, threads: int, level, arena: bool) -> ort.InferenceSession:
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    model: str  # "convtranspose", "subpixel" or "int8"
+    threads: int  # intra-op threads; 0: one per physical core
+    level: str = "ORT_ENABLE_ALL"  # graph optimization level
+    arena: bool = True
+    per_core: bool = False  # one slice of the batch per core, run at once
+    spinning: bool = True  # intra-op threads spin while waiting for work
+
+
+def session(model_bytes: bytes, v: Variant, cores: int) -> ort.InferenceSession:
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.graph_optimization_level = level
-    opts.enable_cpu_mem_arena = arena
+    opts.intra_op_num_threads = v.threads or cores
+    opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, v.level)
+    opts.enable_cpu_mem_arena = v.arena
+    if not v.spinning:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
+
+
+VARIANTS = [
+    Variant("ConvTranspose, defaults (all optimizations, arena, threads = cores)", "convtranspose", 0),
+    Variant("ConvTranspose, one slice per core on 1-thread sessions (runtime ort-cpu, batch >= 2)",
+            "convtranspose", 1, per_core=True),
+    Variant("ConvTranspose, 1 thread", "convtranspose", 1),
+    Variant("ConvTranspose, extended optimizations (no layout transforms)", "convtranspose", 0,
+            "ORT_ENABLE_EXTENDED"),
+    Variant("ConvTranspose, basic optimizations only", "convtranspose", 0, "ORT_ENABLE_BASIC"),
+    Variant("ConvTranspose, no memory arena", "convtranspose", 0, arena=False),
+    Variant("ConvTranspose, no intra-op spinning", "convtranspose", 0, spinning=False),
+    Variant("sub-pixel Conv + DepthToSpace", "subpixel", 0),
+    Variant("sub-pixel, extended optimizations", "subpixel", 0, "ORT_ENABLE_EXTENDED"),
+    Variant("sub-pixel, basic optimizations only", "subpixel", 0, "ORT_ENABLE_BASIC"),
+    Variant("sub-pixel, 1 thread", "subpixel", 1),
+    Variant("sub-pixel, one slice per core on 1-thread sessions", "subpixel", 1, per_core=True),
+    Variant("int8 sub-pixel (QDQ), threads = cores", "int8", 0),
+    Variant("int8 sub-pixel (QDQ), one slice per core on 1-thread sessions (runtime ort-cpu int8)",
+            "int8", 1, per_core=True),
+]
 
 
 def sharded(sess: ort.InferenceSession, pool: ThreadPoolExecutor, cores: int):
@@ -55,7 +90,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ngf", type=int, default=64)
     parser.add_argument("--batches", default="1,64,256")
-    parser.add_argument("--min-seconds", type=float, default=2.0)
+    parser.add_argument("--min-seconds", type=float, default=3.0, help="timed seconds per cell")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; cells give the median")
     parser.add_argument("--out", default=None, help="write a markdown table here")
     args = parser.parse_args(argv)
     batches = [int(b) for b in args.batches.split(",")]
@@ -68,51 +104,38 @@ def main(argv: list[str] | None = None) -> None:
               for layout in ("convtranspose", "subpixel")}
     models["int8"] = build_int8_onnx(layers, cfg).SerializeToString()
     cores = physical_cores()
-    levels = ort.GraphOptimizationLevel
-    all_opt, extended, basic = levels.ORT_ENABLE_ALL, levels.ORT_ENABLE_EXTENDED, levels.ORT_ENABLE_BASIC
-    # (name, layout, intra-op threads, optimization level, arena, one slice per core)
-    variants = [
-        ("ConvTranspose, defaults (all optimizations, arena, threads = cores)", "convtranspose",
-         cores, all_opt, True, False),
-        ("ConvTranspose, one slice per core on 1-thread sessions (runtime ort-cpu, batch >= 2)",
-         "convtranspose", 1, all_opt, True, True),
-        ("ConvTranspose, 1 thread", "convtranspose", 1, all_opt, True, False),
-        ("ConvTranspose, extended optimizations (no layout transforms)", "convtranspose", cores,
-         extended, True, False),
-        ("ConvTranspose, basic optimizations only", "convtranspose", cores, basic, True, False),
-        ("ConvTranspose, no memory arena", "convtranspose", cores, all_opt, False, False),
-        ("sub-pixel Conv + DepthToSpace", "subpixel", cores, all_opt, True, False),
-        ("sub-pixel, extended optimizations", "subpixel", cores, extended, True, False),
-        ("sub-pixel, basic optimizations only", "subpixel", cores, basic, True, False),
-        ("sub-pixel, 1 thread", "subpixel", 1, all_opt, True, False),
-        ("sub-pixel, one slice per core on 1-thread sessions", "subpixel", 1, all_opt, True, True),
-        ("int8 sub-pixel (QDQ), threads = cores", "int8", cores, all_opt, True, False),
-        ("int8 sub-pixel (QDQ), one slice per core on 1-thread sessions (runtime ort-cpu int8)",
-         "int8", 1, all_opt, True, True),
-    ]
     gflops = matmul_gflops()
     bound = gflops / (generator_flops(cfg) / 1e9)
     z_all = np.random.default_rng(0).standard_normal((max(batches), cfg.nz)).astype(np.float32)
+    pool = ThreadPoolExecutor(cores)
+    runs = {}
+    for v in VARIANTS:
+        sess = session(models[v.model], v, cores)
+        runs[v.name] = sharded(sess, pool, cores) if v.per_core else (
+            lambda x, s=sess: s.run(["images"], {"z": x}))
+    # rounds interleave the variants, so a slow minute on a shared machine hits them all alike
+    rates = {(v.name, b): [] for v in VARIANTS for b in batches}
+    for r in range(args.rounds):
+        for v in VARIANTS:
+            for b in batches:
+                t = time_calls(runs[v.name], z_all[:b], 2, 3, args.min_seconds / args.rounds)
+                rates[v.name, b].append(b / np.median(t))
+                print(f"round {r + 1}/{args.rounds} {v.name:70s} batch {b:4d}: "
+                      f"{rates[v.name, b][-1]:8.1f} images/s", flush=True)
     header = ["variant"] + [f"batch {b}" for b in batches]
     lines = []
-    pool = ThreadPoolExecutor(cores)
-    for name, layout, threads, level, arena, per_core in variants:
-        sess = session(models[layout], threads, level, arena)
-        run = sharded(sess, pool, cores) if per_core else (lambda x, s=sess: s.run(["images"], {"z": x}))
-        cells = [name]
+    for v in VARIANTS:
+        cells = [v.name]
         for b in batches:
-            z = z_all[:b]
-            t = time_calls(run, z, 2, 3, args.min_seconds)
-            rate = b / np.median(t)
+            rate = float(np.median(rates[v.name, b]))
             cells.append(f"{rate:.0f} img/s ({rate / bound:.0%})")
-            print(f"{name:70s} batch {b:4d}: {rate:8.1f} images/s = {rate / bound:.0%} of bound",
-                  flush=True)
         lines.append(cells)
     m = describe()
     text = (f"ONNX Runtime CPU options, ngf={args.ngf}: {m['cpu']}, {m['cores']} cores, "
             f"onnxruntime {ort.__version__}, {time.strftime('%Y-%m-%d')}. fp32 matmul "
             f"{gflops:.1f} GFLOP/s -> bound {bound:.0f} images/s "
-            f"({generator_flops(cfg) / 1e9:.4f} GFLOP/image).\n\n"
+            f"({generator_flops(cfg) / 1e9:.4f} GFLOP/image). Each cell: the median of "
+            f"{args.rounds} interleaved rounds.\n\n"
             "| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n"
             + "\n".join("| " + " | ".join(c) + " |" for c in lines) + "\n")
     print(text)

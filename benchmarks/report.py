@@ -66,7 +66,7 @@ def plot(result: dict) -> bytes:
     for backend in dict.fromkeys(r["backend"] for r in result["rows"]):
         rows = [r for r in result["rows"] if r["backend"] == backend]
         ax.plot([r["batch"] for r in rows], [r["images_per_s"] for r in rows], marker="o", label=backend)
-    ax.axhline(result["bound_images_per_s"], color="grey", linestyle="--", label="matmul bound")
+    ax.axhline(result["bound_images_per_s"], color="grey", linestyle="--", label="fp32 matmul bound")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("batch size")
     ax.set_ylabel("images/s")
