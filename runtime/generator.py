@@ -56,7 +56,11 @@ class Generator:
             BackendUnavailable: the backend cannot run here; the message says what to install.
         """
         path = Path(path)
-        manifest = _onnx_file_manifest(path) if path.suffix == ".onnx" else read_manifest(path)
+        if path.suffix == ".onnx":
+            manifest = _onnx_file_manifest(path)
+            precision = precision or manifest.files()[0].precision  # the one file there is
+        else:
+            manifest = read_manifest(path)
         if backend == "auto":
             return cls(auto_backend(manifest, device, precision), manifest)
         if backend not in BACKENDS:

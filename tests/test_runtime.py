@@ -190,6 +190,9 @@ def test_bare_onnx_file(tiny_artifact, gen):
     with Generator.load(tiny_artifact / "model.onnx", backend="ort-cpu") as bare:
         assert bare.nz == 16 and bare.manifest.latent == "normal"
         np.testing.assert_array_equal(bare.generate(4, seed=2), gen.generate(4, seed=2))
+    with Generator.load(tiny_artifact / "model.int8.onnx", backend="ort-cpu") as bare, \
+            Generator.load(tiny_artifact, backend="ort-cpu", precision="int8") as int8:
+        np.testing.assert_array_equal(bare.generate(4, seed=2), int8.generate(4, seed=2))
 
 
 def test_info_and_repr(gen):
