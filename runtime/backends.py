@@ -97,7 +97,7 @@ def _import_ort():
 
 
 class OrtBackend(Backend):
-    """What the ONNX Runtime backends share: session options, provider check, release."""
+    """What the ONNX Runtime backends share: how a session is opened, and released."""
 
     providers: list = ["CPUExecutionProvider"]
 
@@ -117,12 +117,12 @@ class OrtBackend(Backend):
 class OrtCpuBackend(OrtBackend):
     """ONNX Runtime, CPU execution provider.
 
-    A batch of two or more images is cut into one slice per core, and the slices run at once
-    on a session with a single intra-op thread: each core then works through whole images
-    alone: at the paper's width 1.12-1.19x faster than splitting every convolution across the
-    cores (benchmarks/results/ort_cpu_options.md). A single image has nothing to split, so it runs on
-    a second session that spreads each layer over all cores. Each image's output is the same
-    bits either way: the kernels never split a sum across threads.
+    A batch of two or more images is cut into one slice per core, and the slices run at once on
+    a session with a single intra-op thread, so each core works through whole images alone: at
+    the paper's width 1.12-1.19x faster than splitting every convolution across the cores
+    (benchmarks/results/ort_cpu_options.md). A single image has nothing to split, so it runs on
+    a second session that spreads each layer over all cores. Each image comes out the same bits
+    either way (tested): the kernels split work across threads by output, never within a sum.
     """
 
     name = "ort-cpu"
