@@ -1,6 +1,6 @@
 """Build an artifact directory: verified ONNX (fp32, fp16, int8), TensorRT engine, Triton
-repository, manifest.json. Everything is built in a staging directory beside the target and moved into
-place only when every check passed: a failure leaves no half-written artifact.
+repository, manifest.json. Everything is built in a staging directory beside the target and
+moved into place only when every check passed: a failure leaves no half-written artifact.
 """
 
 from __future__ import annotations
