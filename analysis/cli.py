@@ -158,6 +158,25 @@ def visualize(checkpoint: Checkpoint,
     _report(out)
 
 
+@app.command()
+def quality(source: Source,
+            n: Annotated[int, typer.Option("--n", min=1, help="Samples scored.")] = 1024,
+            out: Out = Path("runs/analysis/quality"),
+            seed: Annotated[int, typer.Option(min=0, help="Images 0..n-1 of this seed are scored.")
+                            ] = 1,
+            debug: Debug = False) -> None:
+    """The shapes quality score: share of samples that are one clean shape of the spec, class
+    balance of those, share of distinct samples. A checkpoint is scored as export ships it (EMA
+    weights, BN recalibrated, eval mode); an artifact through the runtime."""
+    from analysis.quality import score_source
+
+    result = score_source(source, n, seed, out)
+    typer.echo(f"{source}: {result.summary()}")
+    if result.failures:
+        typer.echo("failures: " + ", ".join(f"{k} {v}" for k, v in result.failures.items()))
+    _report(out)
+
+
 def _length(spec: str, nc: int) -> int:
     from train.data import open_dataset
 

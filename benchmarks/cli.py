@@ -18,11 +18,11 @@ from benchmarks.harness import bench_runner
 from benchmarks.report import text_table, write_outputs
 from benchmarks.runners import folded_runner, reference_runner, runtime_runner
 from export.load import load_for_export
-from export.recalibrate import recalibrate_bn
 from runtime import BackendUnavailable
 from runtime.cli_support import Debug, new_app, run_app
 from runtime.errors import DcganError
 from runtime.manifest import read_manifest
+from train.recalibrate import recalibrate_bn
 
 log = logging.getLogger("dcgan-bench")
 app = new_app(__doc__)

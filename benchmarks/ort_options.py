@@ -28,11 +28,11 @@ from benchmarks.machine import describe
 from export.fold import fold_generator
 from export.onnx_graph import build_onnx
 from export.quantize import build_int8_onnx
-from export.recalibrate import recalibrate_bn
 from runtime.backends import physical_cores
 from runtime.files import atomic_write_text
 from train.config import ModelConfig
 from train.models import build_models
+from train.recalibrate import recalibrate_bn
 
 
 @dataclass(frozen=True)

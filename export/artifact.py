@@ -16,12 +16,11 @@ from pathlib import Path
 
 import torch
 
-from export.errors import ExportError
+from export.errors import ExportError, VerificationError
 from export.fold import FoldedGenerator, fold_generator
 from export.load import load_for_export
 from export.onnx_graph import OPSET, build_onnx
 from export.quantize import build_int8_onnx
-from export.recalibrate import recalibrate_bn, train_eval_gap
 from export.tensorrt_build import Profile, build_engine, trt_requirements
 from export.triton import write_repository
 from export.verify import (
@@ -33,34 +32,65 @@ from export.verify import (
     verification_latents,
     verify_onnx,
 )
+from runtime.errors import ArtifactError
 from runtime.files import atomic_write_bytes, atomic_write_text, sha256_file
 from runtime.generator import Generator
 from runtime.images import images_from_float
-from runtime.manifest import FORMAT_VERSION, INPUT_NAME, MANIFEST_NAME, OUTPUT_NAME
+from runtime.manifest import FORMAT_VERSION, INPUT_NAME, MANIFEST_NAME, OUTPUT_NAME, read_manifest
+from runtime.outdir import refuse_to_replace
+from train.recalibrate import RECALIBRATION_BATCH, RECALIBRATION_BATCHES, recalibrate_bn, train_eval_gap
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("onnx", "trt", "triton", "all")
-RECALIBRATION_BATCH = 64
+ONNX_PRECISIONS = ("fp32", "fp16", "int8")  # the ONNX model files an export can write
+ONNX_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 
 
 @dataclass
 class ExportOptions:
     format: str = "onnx"  # onnx, trt, triton or all
     precision: str = "fp32"  # TensorRT engine precision (fp16 engines come from the fp16 ONNX)
-    recalibrate_batches: int = 50  # 0: keep the checkpoint's BN running statistics
+    recalibrate_batches: int = RECALIBRATION_BATCHES  # 0: keep the checkpoint's BN running statistics
     profile: Profile = Profile()
     device: int = 0
     overwrite: bool = False
     name: str = "dcgan"
     layout: str = "convtranspose"  # how stride-2 layers are written in the ONNX (see onnx_graph)
+    ema: bool = True  # export the checkpoint's EMA weights where it has them
+    # ONNX precisions to write. None: fp32, plus fp16 and int8 wherever they verify (a variant
+    # that misses its tolerance is left out and the manifest says why). Given explicitly, each
+    # listed precision is required: one that fails verification fails the export.
+    onnx_precisions: tuple[str, ...] | None = None
+
+    def required(self) -> set[str]:
+        """Precisions whose failure fails the export: fp32, the ones listed, and fp16 for an
+        fp16 engine (it is built from the fp16 ONNX)."""
+        needed = {"fp32", *(self.onnx_precisions or ())}
+        if self.format in ("trt", "all") and self.precision == "fp16":
+            needed.add("fp16")
+        return needed
+
+    def wanted(self) -> tuple[str, ...]:
+        wanted = set(self.onnx_precisions or ONNX_PRECISIONS) | self.required()
+        return tuple(p for p in ONNX_PRECISIONS if p in wanted)
 
 
-def check_output(out: Path, overwrite: bool) -> None:
+def check_output(out: Path, overwrite: bool, checkpoint: Path) -> None:
+    """`out` may be new or empty; with --overwrite it may also hold an earlier artifact, and
+    nothing else (a training run, the checkpoint itself, an unrelated folder)."""
     if out.exists() and not out.is_dir():
         raise ExportError(f"--out {out} is a file — give a directory path")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
+    if not (out.is_dir() and any(out.iterdir())):
+        return
+    if not overwrite:
         raise ExportError(f"{out} already exists and is not empty — pass --overwrite to replace it")
+    refuse_to_replace(out, [checkpoint])
+    try:
+        read_manifest(out)
+    except ArtifactError:
+        raise ExportError(f"{out} is not a dcgan artifact (no valid {MANIFEST_NAME}) — --overwrite "
+                          "only replaces an earlier export; pick another --out") from None
 
 
 def _write_model(path: Path, data: bytes) -> dict:
@@ -77,8 +107,12 @@ def export_artifact(checkpoint: Path, out: Path, opts: ExportOptions) -> dict:
     """
     if opts.format not in FORMATS:
         raise ExportError(f"--format must be one of {', '.join(FORMATS)}, got {opts.format!r}")
+    unknown = set(opts.onnx_precisions or ()) - set(ONNX_PRECISIONS)
+    if unknown:
+        raise ExportError(f"unknown ONNX precision(s) {', '.join(sorted(unknown))} — use "
+                          f"{', '.join(ONNX_PRECISIONS)}")
     opts.profile.check()
-    check_output(out, opts.overwrite)
+    check_output(out, opts.overwrite, checkpoint)
     want_trt = opts.format in ("trt", "all")
     skipped = []
     if want_trt and (why := trt_requirements(opts.device)):
@@ -90,7 +124,7 @@ def export_artifact(checkpoint: Path, out: Path, opts: ExportOptions) -> dict:
         want_trt = False
         log.warning("skipping TensorRT: %s", why)
 
-    loaded = load_for_export(checkpoint)
+    loaded = load_for_export(checkpoint, ema=opts.ema)
     g = loaded.generator
     bn = {"checkpoint_stats": train_eval_gap(g)}
     if opts.recalibrate_batches > 0:
@@ -114,10 +148,9 @@ def export_artifact(checkpoint: Path, out: Path, opts: ExportOptions) -> dict:
     staging = out.parent / f".{out.name}.staging-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
     try:
-        manifest = _build(staging, loaded, layers, opts, want_trt, out)
+        manifest = _build(staging, loaded, layers, opts, want_trt, out, skipped)
         manifest["bn_recalibration"] = bn
         manifest["verification"]["fold"] = {"backend": "torch", **fold_check}
-        manifest["skipped"] = skipped
         _write_manifest(staging, manifest)
         _replace_dir(staging, out)
     except BaseException:
@@ -126,18 +159,34 @@ def export_artifact(checkpoint: Path, out: Path, opts: ExportOptions) -> dict:
     return manifest
 
 
-def _build(staging: Path, loaded, layers, opts: ExportOptions, want_trt: bool, out: Path) -> dict:
+def _left_out(skipped: list, precision: str, error: Exception) -> None:
+    """Record an optional model that failed verification; the export goes on without it."""
+    reason = str(error).replace(" — nothing was written", "")
+    skipped.append({"format": "onnx", "file": ONNX_FILES[precision], "precision": precision,
+                    "reason": reason})
+    log.warning("left out %s (optional): %s", ONNX_FILES[precision], reason)
+
+
+def _build(staging: Path, loaded, layers, opts: ExportOptions, want_trt: bool, out: Path,
+           skipped: list) -> dict:
     g, cfg = loaded.generator, loaded.config
     files, verification = {}, {}
     onnx_models = {}
     metadata = {"source_sha256": loaded.sha256}
-    for precision, filename in (("fp32", "model.onnx"), ("fp16", "model.fp16.onnx"),
-                                ("int8", "model.int8.onnx")):
+    required = opts.required()
+    for precision in opts.wanted():
+        filename = ONNX_FILES[precision]
         if precision == "int8":
             model, layout = build_int8_onnx(layers, cfg, metadata), "subpixel"
         else:
             model, layout = build_onnx(layers, cfg, precision, metadata, opts.layout), opts.layout
-        verification[filename] = verify_onnx(model, g, precision)
+        try:
+            verification[filename] = verify_onnx(model, g, precision)
+        except VerificationError as e:
+            if precision in required:
+                raise
+            _left_out(skipped, precision, e)
+            continue
         if not verification[filename]["verified"]:
             log.warning("%s not verified here: %s", filename, verification[filename]["reason"])
         data = model.SerializeToString()
@@ -165,14 +214,24 @@ def _build(staging: Path, loaded, layers, opts: ExportOptions, want_trt: bool, o
                      "postprocess": "round(clip((x + 1) * 127.5, 0, 255))"}],
         "files": files,
         "verification": verification,
+        "skipped": skipped,
         "source": {"checkpoint": str(loaded.path), "sha256": loaded.sha256,
-                   "kind": loaded.kind, "step": loaded.step},
+                   "kind": loaded.kind, "step": loaded.step, "weights": loaded.weights},
         "reference": "PyTorch generator, eval mode, fp32, BN unfolded",
     }
     _write_manifest(staging, manifest)
     # the real runtime, through the manifest and its checksums, on what was just written
     verification["runtime"] = _verify_runtime(staging, g, "ort-cpu", "fp32")
-    verification["runtime-int8"] = _verify_runtime(staging, g, "ort-cpu", "int8")
+    if "model.int8.onnx" in files:
+        try:
+            verification["runtime-int8"] = _verify_runtime(staging, g, "ort-cpu", "int8")
+        except VerificationError as e:
+            if "int8" in required:
+                raise
+            _left_out(skipped, "int8", e)
+            del files["model.int8.onnx"], verification["model.int8.onnx"]
+            (staging / "model.int8.onnx").unlink()
+            _write_manifest(staging, manifest)
     if engine_name:
         verification[engine_name] = _verify_runtime(staging, g, "trt", opts.precision)
     if opts.format in ("triton", "all"):

@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from export.artifact import FORMATS, ExportOptions, export_artifact
+from export.artifact import FORMATS, ONNX_PRECISIONS, ExportOptions, export_artifact
+from export.errors import ExportError
 from export.onnx_graph import LAYOUTS
 from export.tensorrt_build import Profile
 from runtime.cli_support import Debug, check_choice, default_input, new_app, run_app
@@ -41,6 +42,13 @@ def main_command(
                                         "subpixel (4 convolutions + DepthToSpace, faster on "
                                         "ONNX Runtime's CPU provider) or convtranspose.")
                       ] = ExportOptions.layout,
+    onnx_precisions: Annotated[str | None, typer.Option(
+        help="Comma-separated ONNX models to write, each required to verify (e.g. fp32,int8) "
+             "[default: fp32, plus fp16 and int8 where they verify; one that does not is left "
+             "out and the manifest says why].", show_default=False)] = None,
+    no_ema: Annotated[bool, typer.Option("--no-ema", help="Export the last training weights of G, "
+                      "not their moving average (used by default where the checkpoint has it).")
+                      ] = False,
     device: Annotated[int, typer.Option(min=0, help="CUDA device for TensorRT.")] = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --out.")] = False,
     debug: Debug = False,
@@ -49,19 +57,31 @@ def main_command(
     artifacts/dcgan/.
 
     Every model written is first checked against the PyTorch reference (eval mode, fp32, BN
-    unfolded); a failure anywhere writes nothing and exits 1.
+    unfolded). A required model that fails writes nothing and exits 1; an optional one (fp16,
+    int8 by default) that fails is left out, and the manifest and the log say why.
     """
     check_choice(format, FORMATS, "--format")
     check_choice(precision, ("fp32", "fp16"), "--precision")
     check_choice(layout, LAYOUTS, "--layout")
+    wanted = None
+    if onnx_precisions is not None:
+        wanted = tuple(p.strip() for p in onnx_precisions.split(",") if p.strip())
+        for p in wanted:
+            check_choice(p, ONNX_PRECISIONS, "--onnx-precisions")
+    profile = Profile(min_batch, opt_batch, max_batch)
+    try:
+        profile.check()
+    except ExportError as e:
+        raise typer.BadParameter(str(e)) from None
     checkpoint = default_input(checkpoint, DEFAULT_CHECKPOINT, "checkpoint", "dcgan-train",
                                "runs/dcgan/")
     if out == DEFAULT_OUT:
         log.info("writing %s/ (default --out)", out)
     opts = ExportOptions(format=format, precision=precision,
                          recalibrate_batches=0 if no_recalibrate_bn else recalibrate_bn,
-                         profile=Profile(min_batch, opt_batch, max_batch), device=device,
-                         overwrite=overwrite, layout=layout)
+                         profile=profile, device=device,
+                         overwrite=overwrite, layout=layout, ema=not no_ema,
+                         onnx_precisions=wanted)
     manifest = export_artifact(checkpoint, out, opts)
     for name, entry in manifest["files"].items():
         v = manifest["verification"].get(name, {})
@@ -71,7 +91,7 @@ def main_command(
                   else u8 or f"not verified: {v.get('reason', '-')}")
         log.info("  %-18s %s %s  (%s)", name, entry["kind"], entry["precision"], status)
     for skip in manifest["skipped"]:
-        log.info("  skipped %s: %s", skip["format"], skip["reason"])
+        log.info("  left out %s: %s", skip.get("file", skip["format"]), skip["reason"])
     if "triton" in manifest:
         log.info("  triton/            models %s", ", ".join(manifest["triton"]["models"]))
     log.info("artifact ready: %s", out)

@@ -9,6 +9,7 @@ import torch
 
 from export.errors import ExportError
 from runtime.files import sha256_file
+from train.checkpoint import CheckpointError, check_weights
 from train.config import ModelConfig
 from train.models import Discriminator, Generator
 
@@ -22,6 +23,7 @@ class LoadedModel:
     step: int | None  # training step, where known
     path: str = ""  # the checkpoint as given
     discriminator: Discriminator | None = None
+    weights: str = "generator"  # which weights G holds: "generator" or "generator_ema"
 
 
 def config_from_generator_state(state: dict) -> ModelConfig:
@@ -38,8 +40,11 @@ def config_from_generator_state(state: dict) -> ModelConfig:
     return ModelConfig(nz=int(nz), ngf=int(ngf), nc=int(nc))
 
 
-def load_for_export(path: str | Path) -> LoadedModel:
-    """Read a checkpoint with `weights_only=True` and rebuild G (and D, when it is there)."""
+def load_for_export(path: str | Path, ema: bool = True) -> LoadedModel:
+    """Read a checkpoint with `weights_only=True` and rebuild G (and D, when it is there).
+
+    G takes the checkpoint's EMA weights where it has them, unless `ema` is False.
+    """
     path = Path(path)
     if not path.is_file():
         raise ExportError(f"checkpoint {path} does not exist — train one with dcgan-train "
@@ -53,15 +58,22 @@ def load_for_export(path: str | Path) -> LoadedModel:
         raise ExportError(f"{path} holds a {type(state).__name__}, not a checkpoint or state dict")
     sha = sha256_file(path)
     if "model_config" in state and "generator" in state:  # ours: export needs no training state
-        cfg = ModelConfig.from_dict(state["model_config"])
+        try:
+            cfg = ModelConfig.from_dict(state["model_config"])
+            weights = "generator_ema" if ema and "generator_ema" in state else "generator"
+            check_weights(Generator, cfg, state[weights], str(path))
+            if "discriminator" in state:
+                check_weights(Discriminator, cfg, state["discriminator"], str(path))
+        except (ValueError, TypeError, AttributeError, CheckpointError) as e:
+            raise ExportError(f"{path} has a bad model config: {e}") from None
         g = Generator(cfg)
-        g.load_state_dict(state["generator"])
+        g.load_state_dict(state[weights])
         d = None
         if "discriminator" in state:
             d = Discriminator(cfg)
             d.load_state_dict(state["discriminator"])
             d.eval()
-        return LoadedModel(g.eval(), cfg, "dcgan", sha, state.get("step"), str(path), d)
+        return LoadedModel(g.eval(), cfg, "dcgan", sha, state.get("step"), str(path), d, weights)
     if "main.0.weight" in state and state["main.0.weight"].dim() == 4 and "main.12.weight" not in state:
         raise ExportError(f"{path} looks like a discriminator (netD) state dict — export needs "
                           "the generator, netG_epoch_N.pth")

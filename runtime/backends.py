@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.errors import BackendUnavailable
+from runtime.errors import ArtifactError, BackendUnavailable
 from runtime.manifest import FileEntry, Manifest
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,16 @@ class OrtBackend(Backend):
         opts.intra_op_num_threads = threads
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.log_severity_level = 3  # errors only; provider fallbacks are checked below
-        return ort.InferenceSession(str(model_path), opts, providers=self.providers)
+        try:
+            session = ort.InferenceSession(str(model_path), opts, providers=self.providers)
+        except Exception as e:  # onnxruntime raises its own types for a bad file: one error here
+            detail = str(e).splitlines()[0][:200] if str(e) else ""
+            raise ArtifactError(f"{self.entry.name} is not a loadable ONNX model ({type(e).__name__}: "
+                                f"{detail}) — re-run dcgan-export") from e
+        io = [[(t.name, list(t.shape), t.type) for t in ts]
+              for ts in (session.get_inputs(), session.get_outputs())]
+        self.manifest.check_model_io(self.entry, *io)
+        return session
 
     def _deactivate(self) -> None:
         del self.session
@@ -196,6 +205,11 @@ def create_backend(name: str, manifest: Manifest, device: int = 0,
             raise BackendUnavailable("the int8 model is for ort-cpu; ort-cuda runs fp32 or fp16")
         entries = [e for e in manifest.files("onnx") if e.precision == want]
         if not entries:
+            left_out = [s for s in manifest.data.get("skipped", []) if s.get("precision") == want]
+            if left_out:
+                raise BackendUnavailable(
+                    f"the artifact has no {want} model: export left it out ({left_out[0]['reason']}) "
+                    f"— use --precision fp32 (the default)")
             raise BackendUnavailable(f"the artifact has no {want} ONNX model (files: "
                                      f"{[e.name for e in manifest.files()]}) — re-run dcgan-export")
         cls = OrtCpuBackend if name == "ort-cpu" else OrtCudaBackend

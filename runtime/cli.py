@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
 from tqdm import tqdm
 
@@ -19,6 +20,8 @@ from runtime.errors import DcganError
 from runtime.files import atomic_write_text
 from runtime.generator import Generator
 from runtime.images import make_grid, save_image
+from runtime.latents import MAX_INDEX, MAX_SEED
+from runtime.outdir import claimed, contents, refuse_to_replace
 from runtime.writer import FORMATS, ImageWriter, file_name, index_width
 
 log = logging.getLogger("dcgan-generate")
@@ -80,51 +83,83 @@ def main_command(
     check_choice(backend, ("auto", *BACKENDS), "--backend")
     if precision is not None:
         check_choice(precision, PRECISIONS, "--precision")
+    if seed > MAX_SEED:
+        raise typer.BadParameter(f"--seed must be below 2**128, got {seed}")
+    if start + n > MAX_INDEX + 1:
+        raise typer.BadParameter(f"--start + -n must stay within 2**128 image indices, got {start + n}")
     first, count = shard_range(start, n, *parse_shard(shard)) if shard else (start, n)
     artifact = default_input(artifact, DEFAULT_ARTIFACT, "artifact", "dcgan-export", "artifacts/dcgan/")
     if out.exists() and not out.is_dir():
         raise DcganError(f"--out {out} is a file — give a directory")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise DcganError(f"{out} is not empty — pass --overwrite to write into it, or pick another --out")
+    refuse_to_replace(out, [artifact])
     if grid is not None and grid.exists() and not overwrite:
         raise DcganError(f"{grid} exists — pass --overwrite to replace it")
+    if contents(out) and not overwrite:  # checked again under the lock; this saves a model load
+        raise DcganError(f"{out} is not empty — pass --overwrite to write into it, or pick another --out")
 
     with Generator.load(artifact, backend=backend, device=device, precision=precision) as gen:
         if gen.max_batch is not None and batch_size > gen.max_batch:
             raise typer.BadParameter(f"--batch-size {batch_size} is above the engine's max batch "
                                      f"{gen.max_batch}")
         out.mkdir(parents=True, exist_ok=True)
-        width = index_width(first + max(count, 1) - 1)
-        grid_images = []
-        t0 = time.perf_counter()
-        with ImageWriter(out, format, width, workers=workers, max_pending=2 * workers) as writer, \
-                tqdm(total=count, unit="img", desc="generating", disable=count == 0) as bar:
-            for index, images in gen.iter_batches(count, seed, batch_size, first):
-                writer.submit(index, images)
-                if len(grid_images) < GRID_IMAGES:
-                    grid_images.extend(images[:GRID_IMAGES - len(grid_images)])
-                bar.update(len(images))
-        seconds = time.perf_counter() - t0
-        model_file = gen.backend.entry
-        record = {
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "artifact": str(artifact), "model_file": model_file.name,
-            "model_sha256": model_file.sha256, "precision": model_file.precision,
-            "backend": gen.backend_name, "seed": seed,
-            "first_index": first, "count": count, "shard": shard, "latent": gen.manifest.latent,
-            "nz": gen.nz, "format": format, "file_pattern": file_name(first, width, format),
-            "batch_size": batch_size,
-            "regenerate": f"dcgan-generate {artifact} --seed {seed} --start INDEX -n 1 "
-                          f"--backend {gen.backend_name} --precision {model_file.precision} --out DIR",
-        }
-    atomic_write_text(out / "manifest.json", json.dumps(record, indent=2) + "\n")
-    if grid is not None and grid_images:
-        import numpy as np
-
-        save_image(grid, make_grid(np.stack(grid_images)))
+        with claimed(out, "dcgan-generate"):
+            _check_out(out, overwrite)
+            record, seconds = _generate(gen, artifact, out, seed, first, count, shard, batch_size,
+                                        format, workers, grid)
     rate = count / seconds if seconds > 0 else float("inf")
     typer.echo(f"{count} images in {seconds:.2f} s ({rate:.1f} images/s), backend "
                f"{record['backend']} -> {out}{os.sep}")
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    """An --out that holds files is written into only with --overwrite, and never when it holds
+    something other than dcgan-generate output (an artifact, a training run, ...)."""
+    held = contents(out)
+    if not held:
+        return
+    if not overwrite:
+        raise DcganError(f"{out} is not empty — pass --overwrite to write into it, or pick another --out")
+    manifest = out / "manifest.json"
+    ours = manifest.exists() and '"regenerate"' in manifest.read_text(errors="replace")
+    foreign = [p.name for p in held if p.is_dir()] + (["manifest.json"] if manifest.exists() and not ours
+                                                       else [])
+    if foreign:
+        raise DcganError(f"{out} holds something other than dcgan-generate output "
+                         f"({', '.join(foreign[:3])}) — --overwrite only replaces an earlier "
+                         "dcgan-generate run; pick another --out")
+
+
+def _generate(gen: Generator, artifact: Path, out: Path, seed: int, first: int, count: int,
+              shard: str | None, batch_size: int, format: str, workers: int,
+              grid: Path | None) -> tuple[dict, float]:
+    """Write the images and the run's manifest.json; returns (the manifest, seconds)."""
+    width = index_width(first + max(count, 1) - 1)
+    grid_images = []
+    t0 = time.perf_counter()
+    with ImageWriter(out, format, width, workers=workers, max_pending=2 * workers) as writer, \
+            tqdm(total=count, unit="img", desc="generating", disable=count == 0) as bar:
+        for index, images in gen.iter_batches(count, seed, batch_size, first):
+            writer.submit(index, images)
+            if len(grid_images) < GRID_IMAGES:
+                grid_images.extend(images[:GRID_IMAGES - len(grid_images)])
+            bar.update(len(images))
+    seconds = time.perf_counter() - t0
+    model_file = gen.backend.entry
+    record = {
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "artifact": str(artifact), "model_file": model_file.name,
+        "model_sha256": model_file.sha256, "precision": model_file.precision,
+        "backend": gen.backend_name, "seed": seed,
+        "first_index": first, "count": count, "shard": shard, "latent": gen.manifest.latent,
+        "nz": gen.nz, "format": format, "file_pattern": file_name(first, width, format),
+        "batch_size": batch_size,
+        "regenerate": f"dcgan-generate {artifact} --seed {seed} --start INDEX -n 1 "
+                      f"--backend {gen.backend_name} --precision {model_file.precision} --out DIR",
+    }
+    atomic_write_text(out / "manifest.json", json.dumps(record, indent=2) + "\n")
+    if grid is not None and grid_images:
+        save_image(grid, make_grid(np.stack(grid_images)))
+    return record, seconds
 
 
 def main() -> None:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 import sys
+import threading
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -43,19 +47,64 @@ def fail(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
 
 
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived. A BaseException, like KeyboardInterrupt: cleanup runs, and no
+    `except Exception` swallows it."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """Turn the first SIGINT/SIGTERM into `Interrupted`, and ignore any that follow, so the
+    cleanup it starts (temporary files removed, threads joined) is not itself cut short."""
+    received: list[int] = []
+
+    def handler(signum, _frame):
+        if not received:
+            received.append(signum)
+            raise Interrupted(signum)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _interrupting_signal(error: BaseException) -> int | None:
+    """The signal of an `Interrupted` somewhere in `error`'s chain of causes, if any."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, Interrupted):
+            return error.signum
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def run_app(app: typer.Typer, argv: list[str] | None = None, prog: str | None = None) -> int:
     """Run a typer app; turn errors into one stderr line and an exit code.
 
-    Exit codes: 0 ok, 1 failure, 2 bad usage, 128+signal when interrupted.
+    Exit codes: 0 ok, 1 failure, 2 bad usage, 128+signal when interrupted (130 SIGINT, 143 SIGTERM).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
                          format="%(levelname)s %(name)s: %(message)s" if debug else "%(message)s")
     prog = prog or (sys.argv[0].rsplit("/", 1)[-1] if sys.argv else "dcgan")
+    in_main_thread = threading.current_thread() is threading.main_thread()
     try:
-        app(args=argv, prog_name=prog, standalone_mode=False)
-        return 0
+        with stop_on_signals() if in_main_thread else contextlib.nullcontext():
+            # typer returns, rather than raises, the code of an Exit (130 for a KeyboardInterrupt)
+            code = app(args=argv, prog_name=prog, standalone_mode=False)
+        code = code if isinstance(code, int) else 0
+        if code == 130:
+            fail("interrupted")
+        return code
     except typer.Exit as e:
         return e.exit_code
     except typer.TyperException as e:  # usage errors (exit 2) and other click-level failures
@@ -64,6 +113,10 @@ def run_app(app: typer.Typer, argv: list[str] | None = None, prog: str | None = 
     except typer.Abort:
         fail("aborted")
         return 130
+    except Interrupted as e:
+        fail(f"stopped by {signal.Signals(e.signum).name} — nothing half-written was left; run "
+             "the command again to finish")
+        return 128 + e.signum
     except DcganError as e:
         if debug:
             traceback.print_exc()
@@ -79,6 +132,9 @@ def run_app(app: typer.Typer, argv: list[str] | None = None, prog: str | None = 
         fail("interrupted")
         return 130
     except Exception as e:  # anything unexpected still ends in one line unless --debug
+        if (signum := _interrupting_signal(e)) is not None:  # e.g. a C extension's import cut short
+            fail(f"stopped by {signal.Signals(signum).name}")
+            return 128 + signum
         if debug:
             traceback.print_exc()
         detail = str(e).splitlines()[0] if str(e) else ""

@@ -11,12 +11,13 @@ import numpy as np
 
 from runtime.backends import BACKENDS, Backend, auto_backend, create_backend
 from runtime.errors import ArtifactError
-from runtime.latents import MAX_SEED, latents, lerp, slerp
+from runtime.latents import MAX_INDEX, MAX_SEED, latents, lerp, slerp
 from runtime.manifest import Manifest, onnx_manifest, read_manifest
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH = 64
+MAX_IMAGES = 65536  # per generate()/from_latents() call (0.8 GB of RGB); iter_batches streams any count
 
 
 class Generator:
@@ -92,6 +93,7 @@ class Generator:
         _check_count(n, "n")
         _check_count(start, "start")
         _check_seed(seed)
+        _check_range(start, n)
         return latents(seed, start, n, self.nz, self.manifest.latent)
 
     # -- images -------------------------------------------------------------------------------
@@ -102,13 +104,18 @@ class Generator:
             raise ValueError(f"z must have shape (n, {self.nz}), got {z.shape}")
         if not np.issubdtype(z.dtype, np.floating):
             raise ValueError(f"z must be a float array (float32 expected), got {z.dtype}")
-        if not np.all(np.isfinite(z)):
-            raise ValueError("z contains NaN or inf; expected finite latents")
+        if z.shape[0] > MAX_IMAGES:
+            raise ValueError(f"{z.shape[0]} latents in one call is above the limit of {MAX_IMAGES} — "
+                             "split the call")
+        with np.errstate(over="ignore"):  # an overflow is reported below, as a ValueError
+            z = z.astype(np.float32, copy=False)
+        if not np.all(np.isfinite(z)):  # after the cast: 1e300 in float64 is inf in float32
+            raise ValueError("z contains NaN or inf (as float32); expected finite latents")
         batch = self._batch_size(batch_size)
         size, c = self.manifest.image_size, self.manifest.channels
         out = np.empty((z.shape[0], size, size, c), np.uint8)
         for i in range(0, z.shape[0], batch):
-            out[i:i + batch] = self.backend.infer(z[i:i + batch].astype(np.float32, copy=False))
+            out[i:i + batch] = self.backend.infer(z[i:i + batch])
         return out
 
     def generate(self, n: int, seed: int | None = None, batch_size: int | None = None,
@@ -122,6 +129,9 @@ class Generator:
             start: global index of the first image.
         """
         _check_count(n, "n")
+        if n > MAX_IMAGES:
+            raise ValueError(f"n={n} is above the limit of {MAX_IMAGES} images per call (they are "
+                             "returned in one array) — use iter_batches() to stream any number")
         seed = secrets.randbits(63) if seed is None else seed
         out = np.empty((n, self.manifest.image_size, self.manifest.image_size,
                         self.manifest.channels), np.uint8)
@@ -135,6 +145,7 @@ class Generator:
         _check_count(n, "n")
         _check_count(start, "start")
         _check_seed(seed)
+        _check_range(start, n)
         batch = self._batch_size(batch_size)
         for first in range(start, start + n, batch):
             count = min(batch, start + n - first)
@@ -187,6 +198,11 @@ class Generator:
 def _check_count(value, name: str) -> None:
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 0:
         raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+
+
+def _check_range(start: int, n: int) -> None:
+    if start + n > MAX_INDEX + 1:
+        raise ValueError(f"images {start}..{start + n - 1} go past the last index 2**128 - 1")
 
 
 def _check_seed(seed) -> None:

@@ -11,6 +11,7 @@ import numpy as np
 
 DISTRIBUTIONS = ("normal", "uniform")
 MAX_SEED = 2**128 - 1  # Philox's key width
+MAX_INDEX = 2**128 - 1  # image indices live in the counter's upper 128 bits
 
 
 def latents(seed: int, start: int, n: int, nz: int, distribution: str = "normal") -> np.ndarray:

@@ -8,16 +8,22 @@ every file, checked before the file is loaded.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from runtime.errors import ArtifactError
 from runtime.files import sha256_file
+from runtime.latents import DISTRIBUTIONS
 
 FORMAT_VERSION = "1.0"
 MANIFEST_NAME = "manifest.json"
 INPUT_NAME, OUTPUT_NAME = "z", "images"
 REQUIRED = ("format_version", "model", "inputs", "outputs", "files")
+FILE_KINDS = ("onnx", "trt")
+FILE_PRECISIONS = ("fp32", "fp16", "int8")
+MAX_NZ = 65536  # far above any DCGAN's latent size; bounds what a manifest can make us allocate
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -63,14 +69,79 @@ class Manifest:
                 for name, e in self.data["files"].items() if kind in (None, e["kind"])]
 
     def checked_path(self, entry: FileEntry) -> Path:
-        """The file's path, after checking it exists and its sha256 matches the manifest."""
+        """The file's path, after checking it exists and its sha256 matches the manifest. Entry
+        names are bare file names (checked when the manifest is read), so the path never leaves
+        the artifact directory."""
         path = self.root / entry.name
         if not path.is_file():
-            raise ArtifactError(f"{path} is listed in the manifest but missing — re-run dcgan-export")
+            raise ArtifactError(f"{entry.name} is listed in the manifest of {self.root} but "
+                                "missing — re-run dcgan-export")
         if sha256_file(path) != entry.sha256:
-            raise ArtifactError(f"{path} does not match its sha256 in the manifest (corrupt or "
-                                "modified) — re-run dcgan-export")
+            raise ArtifactError(f"{entry.name} in {self.root} does not match its sha256 in the "
+                                "manifest (corrupt or modified) — re-run dcgan-export")
         return path
+
+    def check_model_io(self, entry: FileEntry, inputs: list[tuple[str, list, str]],
+                       outputs: list[tuple[str, list, str]]) -> None:
+        """Check a loaded model's real (name, shape, dtype) inputs and outputs against the
+        manifest: one float input (N, nz), one uint8 output (N, size, size, channels). A dim
+        that is not an int (a symbolic batch) matches anything."""
+        size, c = self.image_size, self.channels
+        expected = (("input", inputs, self.input_name, [None, self.nz], "float"),
+                    ("output", outputs, self.output_name, [None, size, size, c], "uint8"))
+        for what, got, name, shape, dtype in expected:
+            if len(got) != 1:
+                raise ArtifactError(f"{entry.name} has {len(got)} {what}s, the manifest describes "
+                                    f"one — the model and manifest do not belong together; re-run "
+                                    "dcgan-export")
+            got_name, got_shape, got_dtype = got[0]
+            fixed = [d if isinstance(d, int) else None for d in got_shape]
+            same_shape = len(fixed) == len(shape) and all(
+                a is None or b is None or a == b for a, b in zip(fixed, shape))
+            if got_name != name or not same_shape or dtype not in got_dtype:
+                raise ArtifactError(
+                    f"{entry.name}'s {what} is {got_name} {got_shape} {got_dtype}, but the manifest "
+                    f"says {name} {['N', *shape[1:]]} {dtype} — the model and manifest do not "
+                    "belong together; re-run dcgan-export")
+
+
+def _check_schema(data: dict, where: Path) -> None:
+    """Every field the runtime relies on, with its type and range: a bad manifest is one
+    ArtifactError here, never a KeyError or a wrong image later."""
+    def bad(what: str) -> ArtifactError:
+        return ArtifactError(f"{where}: {what} — re-run dcgan-export (or fix the manifest)")
+
+    model = data["model"]
+    if not isinstance(model, dict):
+        raise bad("'model' is not an object")
+    for key, ok in (("nz", lambda v: 1 <= v <= MAX_NZ), ("image_size", lambda v: v == 64),
+                    ("channels", lambda v: v in (1, 3))):
+        value = model.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or not ok(value):
+            raise bad(f"model.{key} is {value!r}, not a valid value")
+    if model.get("latent") not in DISTRIBUTIONS:
+        raise bad(f"model.latent is {model.get('latent')!r}, expected one of {DISTRIBUTIONS}")
+    for key in ("inputs", "outputs"):
+        tensors = data[key]
+        if (not isinstance(tensors, list) or not tensors or not isinstance(tensors[0], dict)
+                or not isinstance(tensors[0].get("name"), str)):
+            raise bad(f"'{key}' must be a list of tensors with names")
+    files = data["files"]
+    if not isinstance(files, dict):
+        raise bad("'files' must be an object of file name -> entry")
+    for name, entry in files.items():
+        if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name \
+                or "\\" in name:
+            raise bad(f"file entry {name!r} is not a bare file name inside the artifact")
+        if not isinstance(entry, dict):
+            raise bad(f"file entry {name} is not an object")
+        if entry.get("kind") not in FILE_KINDS:
+            raise bad(f"file {name} has kind {entry.get('kind')!r}, expected one of {FILE_KINDS}")
+        if entry.get("precision") not in FILE_PRECISIONS:
+            raise bad(f"file {name} has precision {entry.get('precision')!r}, expected one of "
+                      f"{FILE_PRECISIONS}")
+        if not isinstance(entry.get("sha256"), str) or not _SHA256.fullmatch(entry["sha256"]):
+            raise bad(f"file {name} has no valid sha256")
 
 
 def read_manifest(path: str | Path) -> Manifest:
@@ -95,6 +166,7 @@ def read_manifest(path: str | Path) -> Manifest:
     if major != FORMAT_VERSION.split(".")[0]:
         raise ArtifactError(f"{manifest_path} has format version {data['format_version']}; this "
                             f"runtime reads {FORMAT_VERSION.split('.')[0]}.x — upgrade dcgan or re-export")
+    _check_schema(data, manifest_path)
     return Manifest(manifest_path.parent, data)
 
 

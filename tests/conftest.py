@@ -58,8 +58,8 @@ def reference_images(checkpoint: Path, z, recalibrate_batches: int = RECALIBRATI
     import torch
 
     from export.load import load_for_export
-    from export.recalibrate import recalibrate_bn
     from runtime.images import to_uint8
+    from train.recalibrate import recalibrate_bn
 
     g = load_for_export(checkpoint).generator
     if recalibrate_batches:

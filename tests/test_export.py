@@ -13,11 +13,11 @@ from conftest import reference_images  # noqa: E402
 from export.artifact import ExportOptions, export_artifact  # noqa: E402
 from export.errors import ExportError, VerificationError  # noqa: E402
 from export.fold import FoldedGenerator, fold_generator  # noqa: E402
-from export.recalibrate import recalibrate_bn, train_eval_gap  # noqa: E402
 from runtime.files import sha256_file  # noqa: E402
 from runtime.latents import latents  # noqa: E402
 from train.config import ModelConfig  # noqa: E402
 from train.models import build_models  # noqa: E402
+from train.recalibrate import recalibrate_bn, train_eval_gap  # noqa: E402
 
 
 def _randomise_bn(g, seed=0):

@@ -34,6 +34,26 @@ def restore_rng(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def check_weights(module_cls, cfg, state: dict, what: str) -> None:
+    """Check that a state dict's tensors have the shapes `module_cls(cfg)` expects, before
+    anything is allocated (the module is built on the meta device): a config that disagrees with
+    its weights, or asks for a huge model, is refused here, not after gigabytes of allocation."""
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in module_cls(cfg).state_dict().items()}
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{what}: the weights are not a state dict")
+    got = {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
+    missing = sorted(set(expected) - set(got))
+    if missing:
+        raise CheckpointError(f"{what}: missing weights {', '.join(missing[:3])} — not a checkpoint "
+                              "of this model")
+    wrong = [k for k in expected if got[k] != expected[k]]
+    if wrong:
+        k = wrong[0]
+        raise CheckpointError(f"{what}: {k} has shape {list(got[k])} but the stored config "
+                              f"implies {list(expected[k])} — the config and weights disagree")
+
+
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
     """Write `state` (see REQUIRED_KEYS) atomically: the old file stays whole until the new one is."""
     buf = io.BytesIO()

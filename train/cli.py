@@ -9,7 +9,8 @@ import typer
 
 from runtime.cli_support import Debug, check_choice, new_app, run_app
 from train.config import LATENTS, ModelConfig
-from train.loop import TrainConfig, train
+from train.loop import TrainConfig, TrainingError, parse_device, train
+from train.recipe import RECIPE_NAMES, recipe_settings
 
 log = logging.getLogger("dcgan-train")
 app = new_app(__doc__)
@@ -26,11 +27,21 @@ def main_command(
     epochs: Annotated[int, typer.Option(min=1, help="Passes over the data.")] = DEFAULTS.epochs,
     steps: Annotated[int | None, typer.Option(min=1, help="Total optimizer steps; overrides "
                                                           "--epochs.")] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Images per step, per process.")
-                          ] = DEFAULTS.batch_size,
-    lr: Annotated[float, typer.Option(min=0.0, help="Adam learning rate (G and D).")] = DEFAULTS.lr,
-    beta1: Annotated[float, typer.Option(min=0.0, max=1.0, help="Adam beta1.")] = DEFAULTS.beta1,
-    beta2: Annotated[float, typer.Option(min=0.0, max=1.0, help="Adam beta2.")] = DEFAULTS.beta2,
+    recipe: Annotated[str, typer.Option(help="Training recipe: auto (shapes on shapes data, "
+                                             "paper elsewhere), paper (Radford et al. exactly), "
+                                             "shapes. Options below override single settings.")
+                      ] = "auto",
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Images per step, per process "
+                                                   "[paper: 128].", show_default=False)] = None,
+    lr: Annotated[float | None, typer.Option(min=0.0, help="Adam learning rate of G (and D "
+                                             "unless --lr-d) [paper: 2e-4].", show_default=False)
+                  ] = None,
+    lr_d: Annotated[float | None, typer.Option(min=0.0, help="Adam learning rate of D.",
+                                               show_default=False)] = None,
+    beta1: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Adam beta1 [paper: 0.5].",
+                                                show_default=False)] = None,
+    beta2: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Adam beta2 [paper: 0.999].",
+                                                show_default=False)] = None,
     nz: Annotated[int, typer.Option(min=1, help="Latent size.")] = ModelConfig.nz,
     ngf: Annotated[int, typer.Option(min=1, help="Generator width.")] = ModelConfig.ngf,
     ndf: Annotated[int, typer.Option(min=1, help="Discriminator width.")] = ModelConfig.ndf,
@@ -38,12 +49,27 @@ def main_command(
                   ] = ModelConfig.nc,
     latent: Annotated[str, typer.Option(help="Latent distribution: normal N(0,1) or uniform "
                                              "U(-1,1).")] = ModelConfig.latent,
-    label_smoothing: Annotated[float, typer.Option(min=0.0, max=0.5, help="One-sided label "
-                               "smoothing: D's target for real images is 1 - this (0: the paper).")
-                               ] = DEFAULTS.label_smoothing,
-    instance_noise: Annotated[float, typer.Option(min=0.0, help="Std of Gaussian noise added to "
-                              "every image D sees, real or fake (0: the paper).")
-                              ] = DEFAULTS.instance_noise,
+    label_smoothing: Annotated[float | None, typer.Option(
+        min=0.0, max=0.5, help="One-sided label smoothing: D's target for real images is 1 - this.",
+        show_default=False)] = None,
+    instance_noise: Annotated[float | None, typer.Option(
+        min=0.0, help="Std of Gaussian noise added to every image D sees, at the start.",
+        show_default=False)] = None,
+    instance_noise_floor: Annotated[float | None, typer.Option(
+        min=0.0, help="The std instance noise decays to.", show_default=False)] = None,
+    instance_noise_steps: Annotated[int | None, typer.Option(
+        min=0, help="Steps over which instance noise decays linearly to its floor (0: constant).",
+        show_default=False)] = None,
+    r1_gamma: Annotated[float | None, typer.Option(
+        min=0.0, help="R1 gradient penalty on real images, weight gamma (0: none).",
+        show_default=False)] = None,
+    r1_every: Annotated[int | None, typer.Option(
+        min=1, help="Apply R1 every N steps (lazy regularisation).", show_default=False)] = None,
+    ema: Annotated[float | None, typer.Option(
+        min=0.0, max=0.99999, help="Decay of the moving average of G's weights that export "
+                                   "ships (0: none).", show_default=False)] = None,
+    quality_every: Annotated[int, typer.Option(min=0, help="Steps between quality scores of the "
+                                               "shipped G on shapes data (0: never).")] = 500,
     seed: Annotated[int, typer.Option(min=0, help="Seed for init, data order and latents.")
                     ] = DEFAULTS.seed,
     device: Annotated[str, typer.Option(help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, "
@@ -51,7 +77,7 @@ def main_command(
     bf16: Annotated[bool, typer.Option(help="bf16 autocast (CUDA only).")] = DEFAULTS.bf16,
     channels_last: Annotated[bool, typer.Option(help="channels_last memory format (faster on "
                                                      "CPU and tensor cores).")
-                             ] = DEFAULTS.channels_last,
+                             ] = True,
     workers: Annotated[int, typer.Option(min=0, help="Data-loader worker processes.")
                        ] = DEFAULTS.workers,
     save_every: Annotated[int, typer.Option(min=1, help="Steps between checkpoints/last.pt "
@@ -75,19 +101,30 @@ def main_command(
     130/143; --resume continues bit-exactly on CPU. Under torchrun, trains with DDP.
     """
     check_choice(latent, LATENTS, "--latent")
+    check_choice(recipe, RECIPE_NAMES, "--recipe")
+    if device != "auto":
+        try:
+            parse_device(device)
+        except TrainingError as e:
+            raise typer.BadParameter(str(e)) from None
     if nc not in (1, 3):
         raise typer.BadParameter(f"--nc must be 1 or 3, got {nc}")
     model_cfg = ModelConfig(nz=nz, ngf=ngf, ndf=ndf, nc=nc, latent=latent)
-    cfg = TrainConfig(data=data, out=out, epochs=epochs, steps=steps, batch_size=batch_size, lr=lr,
-                      beta1=beta1, beta2=beta2, seed=seed, device=device, bf16=bf16,
-                      channels_last=channels_last, workers=workers, save_every=save_every,
-                      keep_every=keep_every, log_every=log_every, cache_dir=cache_dir,
-                      label_smoothing=label_smoothing, instance_noise=instance_noise)
+    given = dict(batch_size=batch_size, lr=lr, lr_d=lr_d, beta1=beta1, beta2=beta2,
+                 label_smoothing=label_smoothing, instance_noise=instance_noise,
+                 instance_noise_floor=instance_noise_floor, instance_noise_steps=instance_noise_steps,
+                 r1_gamma=r1_gamma, r1_every=r1_every, ema=ema)
+    recipe, settings = recipe_settings(recipe, data, given)
+    cfg = TrainConfig(data=data, out=out, epochs=epochs, steps=steps, seed=seed, device=device,
+                      bf16=bf16, channels_last=channels_last, workers=workers,
+                      save_every=save_every, keep_every=keep_every, log_every=log_every,
+                      cache_dir=cache_dir, quality_every=quality_every, recipe=recipe, **settings)
     if data == DEFAULTS.data and out == DEFAULTS.out:
         log.info("training on the built-in shapes data into %s/ (defaults)", out)
-    if data.startswith("shapes") and not (label_smoothing or instance_noise) and not resume:
-        log.info("note: on shapes the paper's D soon overpowers G; --label-smoothing 0.1 "
-                 "--instance-noise 0.1 keep them balanced (README, 'On the shapes data')")
+    if not resume:
+        changed = ", ".join(f"{k}={v}" for k, v in given.items() if v is not None)
+        log.info("recipe %s%s: %s", recipe, f" (with {changed})" if changed else "",
+                 ", ".join(f"{k}={v}" for k, v in settings.items()))
     result = train(cfg, model_cfg, resume=resume, overwrite=overwrite)
     log.info("done: step %d, checkpoint %s, samples %s", result.step,
              result.run_dir / "checkpoints" / "last.pt", result.run_dir / "samples" / "last.png")

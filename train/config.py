@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 LATENTS = ("normal", "uniform")
+LIMITS = {"nz": 65536, "ngf": 4096, "ndf": 4096, "nc": 3}  # sanity bounds: a config is data too
 
 
 @dataclass(frozen=True)
@@ -17,9 +18,10 @@ class ModelConfig:
     latent: str = "normal"  # z ~ N(0, 1) ("normal") or U(-1, 1) ("uniform")
 
     def __post_init__(self) -> None:
-        for name in ("nz", "ngf", "ndf", "nc"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name, most in LIMITS.items():
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= most:
+                raise ValueError(f"{name} must be an int in [1, {most}], got {value!r}")
         if self.image_size != 64:
             raise ValueError(f"image_size must be 64 (the DCGAN architecture), got {self.image_size}")
         if self.latent not in LATENTS:

@@ -19,6 +19,8 @@ SUPERSAMPLE = 4  # 4x4 samples per pixel give the anti-aliased coverage
 # Sample points of every pixel at sub-pixel offsets, built once: (SIZE*S, SIZE*S) coordinates.
 _sub = (np.arange(SIZE * SUPERSAMPLE, dtype=np.float32) + 0.5) / SUPERSAMPLE
 _YS, _XS = np.meshgrid(_sub, _sub, indexing="ij")
+_PY, _PX = np.meshgrid(np.arange(SIZE) + 0.5, np.arange(SIZE) + 0.5, indexing="ij")  # pixel centres
+_SURE = 0.6  # px from the outline beyond which a pixel is wholly inside or outside (> 0.375 * sqrt 2)
 
 
 @dataclass(frozen=True)
@@ -55,19 +57,50 @@ def draw_spec(seed: int, index: int) -> ShapeSpec:
                      tuple(int(c) for c in background), tuple(int(c) for c in foreground))
 
 
-def coverage(spec: ShapeSpec) -> np.ndarray:
-    """(64, 64) float32 fraction of each pixel the shape covers, from 4x4 supersampling."""
+def _inside(spec: ShapeSpec, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """Whether each sample point (xs, ys) lies inside the shape (the boundary counts as inside)."""
     cx, cy = spec.centre
     if spec.label == 0:
-        inside = (_XS - cx) ** 2 + (_YS - cy) ** 2 <= spec.radius**2
-    else:
-        inside = np.ones_like(_XS, dtype=bool)
-        v = spec.vertices()
-        for (x0, y0), (x1, y1) in zip(v, np.roll(v, -1, axis=0)):
-            # Left of every edge of a counter-clockwise convex polygon = inside.
-            inside &= (x1 - x0) * (_YS - y0) - (y1 - y0) * (_XS - x0) >= 0
+        return (xs - cx) ** 2 + (ys - cy) ** 2 <= spec.radius**2
+    inside = np.ones(xs.shape, dtype=bool)
+    v = spec.vertices()
+    for (x0, y0), (x1, y1) in zip(v, np.roll(v, -1, axis=0)):
+        # Left of every edge of a counter-clockwise convex polygon = inside.
+        inside &= (x1 - x0) * (ys - y0) - (y1 - y0) * (xs - x0) >= 0
+    return inside
+
+
+def _centre_distance(spec: ShapeSpec) -> np.ndarray:
+    """(64, 64) signed distance of each pixel centre to the outline, positive inside (for polygons
+    the distance to the nearest edge line, exact where it matters: near the outline)."""
+    cx, cy = spec.centre
+    if spec.label == 0:
+        return spec.radius - np.hypot(_PX - cx, _PY - cy)
+    v = spec.vertices()
+    d = np.full(_PX.shape, np.inf)
+    for (x0, y0), (x1, y1) in zip(v, np.roll(v, -1, axis=0)):
+        edge = np.hypot(x1 - x0, y1 - y0)
+        d = np.minimum(d, ((x1 - x0) * (_PY - y0) - (y1 - y0) * (_PX - x0)) / edge)
+    return d
+
+
+def coverage(spec: ShapeSpec) -> np.ndarray:
+    """(64, 64) float32 fraction of each pixel the shape covers, from 4x4 supersampling.
+
+    Only pixels near the outline are supersampled: a pixel whose centre lies further than
+    _SURE from the outline has all 16 samples on one side of it (they sit within 0.53 px of the
+    centre), so its coverage is exactly 0 or 1. The result is bit-identical to supersampling
+    every pixel, at about a tenth of the cost.
+    """
+    d = _centre_distance(spec)
+    alpha = (d > _SURE).astype(np.float32)
+    rows, cols = np.nonzero(np.abs(d) <= _SURE)
     s = SUPERSAMPLE
-    return inside.reshape(SIZE, s, SIZE, s).mean(axis=(1, 3), dtype=np.float32)
+    # the edge pixels' sample points: the same float32 values as the full supersampled grid
+    ys = _YS.reshape(SIZE, s, SIZE, s)[rows, :, cols, :]  # (K, s, s)
+    xs = _XS.reshape(SIZE, s, SIZE, s)[rows, :, cols, :]
+    alpha[rows, cols] = _inside(spec, xs, ys).reshape(len(rows), s * s).mean(axis=1, dtype=np.float32)
+    return alpha
 
 
 def render(seed: int, index: int) -> tuple[np.ndarray, int]:

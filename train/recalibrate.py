@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import torch
 
-from train.loop import sample_latent
+from train.latent import sample_latent
 from train.models import Generator
+
+RECALIBRATION_BATCHES = 50  # what export does by default: 50 batches ...
+RECALIBRATION_BATCH = 64  # ... of 64 latents
 
 
 def _batchnorms(g: Generator) -> list[torch.nn.BatchNorm2d]:
