@@ -1,42 +1,65 @@
 # The two set-up commands: `make test` and `make demo`. Each creates .venv if missing and
-# installs what it needs. torch is pinned to the release this CPU machine carries; on a GPU
-# machine, install the CUDA build of the same release first (README, "GPU").
+# installs what it needs. torch is pinned to the release this CPU machine carries.
+#
+# GPU machines: `make test GPU=cu13` (or cu12) installs the GPU stack of that CUDA major
+# (onnxruntime-gpu with its CUDA libraries, TensorRT, cuda-python; README, "GPU") and runs every
+# gpu/trt test, failing rather than skipping where the GPU cannot be used. The choice is
+# remembered in .venv/.stack; `make install GPU=cpu` goes back to the CPU build.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-ORT    ?= cpu
-STAMP  := $(VENV)/.installed-$(ORT)
+GPU    ?= $(shell cat $(VENV)/.stack 2>/dev/null || echo cpu)
+EXTRA  := $(if $(filter cpu,$(GPU)),cpu,gpu-$(GPU))
+STAMP  := $(VENV)/.installed-$(GPU)
+REQUIRE_GPU := $(if $(filter cpu,$(GPU)),,DCGAN_REQUIRE_GPU=1)
 
-.PHONY: install test lint demo bench clean
+.PHONY: install test lint demo bench gpu-check clean
 
 $(STAMP): pyproject.toml
+	@case "$(GPU)" in cpu|cu12|cu13) ;; *) echo "error: GPU must be cpu, cu12 or cu13, got '$(GPU)'" >&2; exit 2;; esac
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip uninstall -q -y onnxruntime onnxruntime-gpu 2>/dev/null || true
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[train,$(ORT),dev]'
+	$(BIN)/python -m pip install -q -e '.[train,$(EXTRA),dev]'
 	rm -f $(VENV)/.installed-*
+	echo $(GPU) > $(VENV)/.stack
 	touch $@
 
 install: $(STAMP)
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(REQUIRE_GPU) $(BIN)/python -m pytest -q
 
 lint: install
 	$(BIN)/ruff check .
 
-# The whole chain on the built-in shapes data: a narrow model (ngf 32, ndf 16) with one-sided
-# label smoothing and instance noise (README, "On the shapes data"), then export and generate.
-DEMO_STEPS ?= 6000
+# The whole chain on the built-in shapes data: the demo model (ngf 32, ndf 16) with the shapes
+# recipe (train/recipe.py), then export and generate. DEMO_STEPS=N for a longer or shorter run.
+DEMO_STEPS ?= 2400
+DEMO_SEED  ?= 0
 demo: install
-	$(BIN)/dcgan-train --out runs/demo --ngf 32 --ndf 16 --batch-size 64 --steps $(DEMO_STEPS) \
-		--label-smoothing 0.1 --instance-noise 0.1 --channels-last --overwrite
+	$(BIN)/dcgan-train --out runs/demo --ngf 32 --ndf 16 --steps $(DEMO_STEPS) --seed $(DEMO_SEED) \
+		--workers 1 --overwrite
 	$(BIN)/dcgan-export runs/demo/checkpoints/last.pt --format all --out artifacts/demo --overwrite
 	$(BIN)/dcgan-generate artifacts/demo -n 1000 --out out/demo --grid out/demo-grid.png --overwrite
-	@echo "samples: runs/demo/samples/last.png; artifact: artifacts/demo/; images: out/demo/ (grid out/demo-grid.png)"
+	$(BIN)/dcgan-analyze quality artifacts/demo --out out/demo-quality
+	@echo "samples: out/demo-grid.png; quality: out/demo-quality/quality.json; artifact: artifacts/demo/; images: out/demo/"
 
 bench: install
 	$(BIN)/dcgan-bench artifacts/demo --checkpoint runs/demo/checkpoints/last.pt --out bench
+
+# On a GPU machine after `make demo`: engines from the demo checkpoint, every gpu/trt test, and
+# ort-cuda and TensorRT benchmarked against the PyTorch reference on this GPU, recorded in
+# benchmarks/results/gpu-<gpu name>.md.
+gpu-check: install
+	$(BIN)/dcgan-export runs/demo/checkpoints/last.pt --format all --precision fp32 --out artifacts/gpu-fp32 --overwrite
+	$(BIN)/dcgan-export runs/demo/checkpoints/last.pt --format trt --precision fp16 --out artifacts/gpu-fp16 --overwrite
+	DCGAN_REQUIRE_GPU=1 $(BIN)/python -m pytest -q -m "gpu or trt"
+	$(BIN)/dcgan-bench artifacts/gpu-fp32 --checkpoint runs/demo/checkpoints/last.pt --out bench/gpu-fp32
+	$(BIN)/dcgan-bench artifacts/gpu-fp16 --checkpoint runs/demo/checkpoints/last.pt --out bench/gpu-fp16
+	name=$$($(BIN)/python -c "from runtime.cuda import gpu_info; print(gpu_info(0).name.replace(' ', '-'))"); \
+		cat bench/gpu-fp32/bench.md bench/gpu-fp16/bench.md > benchmarks/results/gpu-$$name.md; \
+		echo "recorded benchmarks/results/gpu-$$name.md"
 
 clean:
 	rm -rf $(VENV) runs artifacts out

@@ -10,20 +10,24 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import onnx
 import torch
 
 from export.errors import ExportError, VerificationError
 from export.fold import FoldedGenerator, fold_generator
 from export.load import load_for_export
-from export.onnx_graph import OPSET, build_onnx
-from export.quantize import build_int8_onnx
-from export.tensorrt_build import Profile, build_engine, trt_requirements
+from export.onnx_graph import OPSET, build_onnx, with_float_output
+from export.quantize import build_int8_onnx, fp32_layer_plans
+from export.tensorrt_build import Profile, build_engine, timing_cache_name, trt_requirements
 from export.triton import write_repository
+from export.trt_constraints import check_tensorrt_parseable
 from export.verify import (
+    TOLERANCES,
     VERIFY_BATCHES,
     compare,
     merge,
@@ -32,12 +36,22 @@ from export.verify import (
     verification_latents,
     verify_onnx,
 )
+from runtime.cuda import gpu_info
 from runtime.errors import ArtifactError
 from runtime.files import atomic_write_bytes, atomic_write_text, sha256_file
 from runtime.generator import Generator
 from runtime.images import images_from_float
-from runtime.manifest import FORMAT_VERSION, INPUT_NAME, MANIFEST_NAME, OUTPUT_NAME, read_manifest
+from runtime.manifest import (
+    FORMAT_VERSION,
+    INPUT_NAME,
+    MANIFEST_NAME,
+    OUTPUT_NAME,
+    FileEntry,
+    Manifest,
+    read_manifest,
+)
 from runtime.outdir import refuse_to_replace
+from runtime.tensorrt_backend import import_tensorrt
 from train.recalibrate import RECALIBRATION_BATCH, RECALIBRATION_BATCHES, recalibrate_bn, train_eval_gap
 
 log = logging.getLogger(__name__)
@@ -167,6 +181,28 @@ def _left_out(skipped: list, precision: str, error: Exception) -> None:
     log.warning("left out %s (optional): %s", ONNX_FILES[precision], reason)
 
 
+def _int8_model(layers, g, metadata: dict) -> tuple[onnx.ModelProto, dict]:
+    """The int8 model of the first plan (hidden layers kept in fp32) that meets the int8
+    tolerance, with its verification; VerificationError naming every plan's error if none does."""
+    tried = []
+    for fp32_layers in fp32_layer_plans(len(layers)):
+        model = build_int8_onnx(layers, g.cfg, metadata, fp32_layers=fp32_layers)
+        try:
+            result = verify_onnx(model, g, "int8")
+        except VerificationError as e:
+            r = e.result
+            tried.append(f"hidden layers in fp32 {list(fp32_layers) or 'none'}: uint8 max "
+                         f"{r['uint8_max_diff']}, mean {r['uint8_mean_diff']:.2f}")
+            continue
+        if tried:
+            log.info("int8: kept hidden layer(s) %s in fp32 to meet the tolerance", list(fp32_layers))
+        return model, {**result, "fp32_hidden_layers": list(fp32_layers), "plans_tried": tried}
+    raise VerificationError(f"the int8 ONNX model differs from the PyTorch reference beyond tolerance "
+                            f"with every plan tried ({'; '.join(tried)}; tolerance "
+                            f"{TOLERANCES['int8'].uint8_max} uint8 levels, mean "
+                            f"{TOLERANCES['int8'].uint8_mean}) — nothing was written")
+
+
 def _build(staging: Path, loaded, layers, opts: ExportOptions, want_trt: bool, out: Path,
            skipped: list) -> dict:
     g, cfg = loaded.generator, loaded.config
@@ -176,12 +212,14 @@ def _build(staging: Path, loaded, layers, opts: ExportOptions, want_trt: bool, o
     required = opts.required()
     for precision in opts.wanted():
         filename = ONNX_FILES[precision]
-        if precision == "int8":
-            model, layout = build_int8_onnx(layers, cfg, metadata), "subpixel"
-        else:
-            model, layout = build_onnx(layers, cfg, precision, metadata, opts.layout), opts.layout
         try:
-            verification[filename] = verify_onnx(model, g, precision)
+            if precision == "int8":
+                model, verification[filename] = _int8_model(layers, g, metadata)
+                layout = "subpixel"
+            else:
+                model = build_onnx(layers, cfg, precision, metadata, opts.layout)
+                check_tensorrt_parseable(model, filename)  # what TensorRT and Triton may read
+                verification[filename], layout = verify_onnx(model, g, precision), opts.layout
         except VerificationError as e:
             if precision in required:
                 raise
@@ -193,12 +231,13 @@ def _build(staging: Path, loaded, layers, opts: ExportOptions, want_trt: bool, o
         onnx_models[precision] = data
         files[filename] = {"kind": "onnx", "precision": precision, "opset": OPSET, "layout": layout,
                            **_write_model(staging / filename, data)}
-    engine_name = None
+    engine_name, timing_cache = None, None
     if want_trt:
         engine_name = f"model.{opts.precision}.plan"
-        cache = out.parent / f"{out.name}.timing.cache"  # kept beside the artifact, reused
-        engine, fields = build_engine(onnx_models[opts.precision], cfg.nz, opts.profile, cache,
-                                      opts.device)
+        cache_path = out.parent / timing_cache_name(gpu_info(opts.device), import_tensorrt().__version__)
+        old_cache = cache_path.read_bytes() if cache_path.exists() else b""
+        engine, fields, timing_cache = build_engine(onnx_models[opts.precision], cfg.nz, opts.profile,
+                                                    opts.precision, old_cache, opts.device)
         files[engine_name] = {"kind": "trt", "precision": opts.precision,
                               **_write_model(staging / engine_name, engine), **fields}
 
@@ -233,7 +272,12 @@ def _build(staging: Path, loaded, layers, opts: ExportOptions, want_trt: bool, o
             (staging / "model.int8.onnx").unlink()
             _write_manifest(staging, manifest)
     if engine_name:
-        verification[engine_name] = _verify_runtime(staging, g, "trt", opts.precision)
+        verification[engine_name] = _verify_runtime(staging, g, "trt", opts.precision, opts.device)
+        verification[f"{engine_name} (float output)"] = _verify_engine_float(
+            onnx_models[opts.precision], g, cfg.nz, opts, timing_cache)
+        # the cache is kept only now that engines built with it verified; atomic, so a
+        # concurrent export sees the old cache or the new one, never a torn file
+        atomic_write_bytes(cache_path, timing_cache)
     if opts.format in ("triton", "all"):
         models = write_repository(staging / "triton", opts.name, staging / "model.onnx",
                                   staging / engine_name if engine_name else None, cfg.nz,
@@ -243,9 +287,36 @@ def _build(staging: Path, loaded, layers, opts: ExportOptions, want_trt: bool, o
     return manifest
 
 
-def _verify_runtime(staging: Path, g, backend: str, precision: str) -> dict:
+def _verify_engine_float(onnx_bytes: bytes, g, nz: int, opts: ExportOptions, cache: bytes) -> dict:
+    """The float output of an engine built like the shipped one (same ONNX plus its float
+    output, same profile and flags), against the float tolerance: the shipped engine's uint8
+    output alone could hide errors of up to half a level."""
+    from runtime.tensorrt_backend import TrtBackend
+
+    model = with_float_output(onnx.load_from_string(onnx_bytes))
+    engine, _, _ = build_engine(model.SerializeToString(), nz, opts.profile, opts.precision, cache,
+                                opts.device)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "verify.plan"
+        path.write_bytes(engine)
+        entry = FileEntry(path.name, "trt", opts.precision, sha256_file(path), {})
+        manifest = Manifest(Path(tmp), {"model": {"nz": nz, "image_size": 64, "channels": g.cfg.nc},
+                                        "inputs": [{"name": INPUT_NAME}],
+                                        "outputs": [{"name": OUTPUT_NAME}]})
+        z = verification_latents(g, max(VERIFY_BATCHES))
+        with TrtBackend(manifest, entry, opts.device) as backend:
+            results = []
+            for b in VERIFY_BATCHES:
+                if b <= backend.max_batch:
+                    images, pixels = backend.infer_with_float(z[:b])
+                    results.append(compare(reference(g, z[:b]), pixels, images, opts.precision))
+    merged = require(merge(results), "the TensorRT engine's float output")
+    return {"verified": True, "backend": "trt", **merged}
+
+
+def _verify_runtime(staging: Path, g, backend: str, precision: str, device: int = 0) -> dict:
     z = verification_latents(g, max(VERIFY_BATCHES))
-    with Generator.load(staging, backend=backend, precision=precision) as gen:
+    with Generator.load(staging, backend=backend, precision=precision, device=device) as gen:
         batches = [b for b in VERIFY_BATCHES if gen.max_batch is None or b <= gen.max_batch]
         results = [compare(reference(g, z[:b]), None, gen.from_latents(z[:b]), precision)
                    for b in batches]

@@ -22,7 +22,7 @@ FLOAT_OUTPUT = "pixels"  # Tanh output (N, nc, 64, 64) float32; exposed only for
 PRECISIONS = ("fp32", "fp16")
 # How a stride-2 ConvTranspose2d (k4, p1) is written: as itself, or as sub-pixel convolutions
 # plus DepthToSpace, which lets ONNX Runtime's CPU provider use its blocked direct-convolution
-# kernels instead of GEMM + col2im (benchmarks/README.md records what each gives).
+# kernels instead of GEMM + col2im (benchmarks/results/ort_cpu_options.md records what each gives).
 LAYOUTS = ("convtranspose", "subpixel")
 # Output row parity a of a k4 s2 p1 transposed conv reads input rows (m-1, m) for a=0 with kernel
 # rows (3, 1), and rows (m, m+1) for a=1 with kernel rows (2, 0); columns likewise.
@@ -73,9 +73,10 @@ def build_onnx(layers: list[FoldedLayer], cfg: ModelConfig, precision: str = "fp
                     [f"deconv{i}.phase{k}"], kernel_shape=[2, 2], pads=pads,
                     name=f"deconv{i}.phase{k}"))
                 phases.append(f"deconv{i}.phase{k}")
-            nodes.append(helper.make_node("Concat", phases, [f"deconv{i}.phases"], axis=1))
+            nodes.append(helper.make_node("Concat", phases, [f"deconv{i}.phases"], axis=1,
+                                          name=f"deconv{i}.concat"))
             nodes.append(helper.make_node("DepthToSpace", [f"deconv{i}.phases"], [f"deconv{i}"],
-                                          blocksize=2, mode="DCR"))
+                                          blocksize=2, mode="DCR", name=f"deconv{i}.depth_to_space"))
         else:
             nodes.append(helper.make_node(
                 "ConvTranspose",
@@ -83,21 +84,23 @@ def build_onnx(layers: list[FoldedLayer], cfg: ModelConfig, precision: str = "fp
                 [f"deconv{i}"], kernel_shape=list(layer.weight.shape[2:]),
                 strides=[layer.stride] * 2, pads=[p, p, p, p], name=f"deconv{i}"))
         act = "Relu" if layer.activation == "relu" else "Tanh"
-        nodes.append(helper.make_node(act, [f"deconv{i}"], [f"act{i}"]))
+        nodes.append(helper.make_node(act, [f"deconv{i}"], [f"act{i}"], name=f"deconv{i}.{act.lower()}"))
         x = f"act{i}"
     if precision == "fp16":
         nodes.append(helper.make_node("Cast", [x], [FLOAT_OUTPUT], to=TensorProto.FLOAT))
     else:
         nodes.append(helper.make_node("Identity", [x], [FLOAT_OUTPUT]))
-    # (x + 1) * 127.5, clipped to [0, 255], rounded half-to-even, uint8, NCHW -> NHWC
+    # (x + 1) * 127.5, clipped to [0, 255], rounded half-to-even, NCHW -> NHWC, uint8. The Cast
+    # comes last: TensorRT takes UINT8 only as a network input or output, and none of its layers
+    # (Transpose included) accepts a UINT8 tensor (export/trt_constraints.py checks this).
     nodes += [
         helper.make_node("Add", [FLOAT_OUTPUT, const("one", np.float32(1.0))], ["shifted"]),
         helper.make_node("Mul", ["shifted", const("half_range", np.float32(127.5))], ["scaled"]),
         helper.make_node("Clip", ["scaled", const("lo", np.float32(0.0)),
                                   const("hi", np.float32(255.0))], ["clipped"]),
         helper.make_node("Round", ["clipped"], ["rounded"]),
-        helper.make_node("Cast", ["rounded"], ["images_nchw"], to=TensorProto.UINT8),
-        helper.make_node("Transpose", ["images_nchw"], [OUTPUT_NAME], perm=[0, 2, 3, 1]),
+        helper.make_node("Transpose", ["rounded"], ["rounded_nhwc"], perm=[0, 2, 3, 1]),
+        helper.make_node("Cast", ["rounded_nhwc"], [OUTPUT_NAME], to=TensorProto.UINT8),
     ]
     size = cfg.image_size
     graph = helper.make_graph(

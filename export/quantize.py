@@ -53,16 +53,28 @@ def _quiet_root_logger() -> Iterator[None]:
         root.setLevel(level)
 
 
+def fp32_layer_plans(n_layers: int) -> list[tuple[int, ...]]:
+    """The hidden layers kept in fp32, plan by plan, until one meets the tolerance: none first,
+    then widening from the output end, where activation rounding reaches the pixels least
+    diluted (layer 0 and the output layer are never quantized)."""
+    hidden = list(range(n_layers - 2, 0, -1))  # the stride-2 hidden layers, output end first
+    return [tuple(hidden[:k]) for k in range(len(hidden))]
+
+
 def build_int8_onnx(layers: list[FoldedLayer], cfg: ModelConfig, metadata: dict | None = None,
-                    calibration_batches: int = CALIBRATION_BATCHES) -> onnx.ModelProto:
-    """The int8 ONNX model for folded `layers`: same inputs, outputs and postprocessing."""
+                    calibration_batches: int = CALIBRATION_BATCHES,
+                    fp32_layers: tuple[int, ...] = ()) -> onnx.ModelProto:
+    """The int8 ONNX model for folded `layers`: same inputs, outputs and postprocessing.
+    `fp32_layers` are hidden layers (indices into `layers`) left unquantized as well."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     meta = {**(metadata or {}), "calibration": f"{calibration_batches}x{CALIBRATION_BATCH} latents, "
-                                               f"seed {CALIBRATION_SEED}"}
+                                               f"seed {CALIBRATION_SEED}",
+            "fp32_layers": ",".join(str(i) for i in sorted({0, len(layers) - 1, *fp32_layers}))}
     model = build_onnx(layers, cfg, "fp32", meta, layout="subpixel")
     last = len(layers) - 1
-    keep_fp32 = [n.name for n in model.graph.node if n.name.startswith(f"deconv{last}.")]
+    keep = (last, *fp32_layers)
+    keep_fp32 = [n.name for n in model.graph.node if any(n.name.startswith(f"deconv{i}.") for i in keep)]
 
     class Latents(CalibrationDataReader):
         def __init__(self):

@@ -1,6 +1,6 @@
 """Check exported models against the PyTorch reference: G in eval mode, fp32, BN unfolded.
 
-Tolerances (DESIGN.md, "Numerics"): float output max abs error <= 1e-4 for fp32 and <= 2e-2
+Tolerances (docs/architecture.md, "Numerics"): float output max abs error <= 1e-4 for fp32 and <= 2e-2
 for fp16; uint8 output within 1 level for fp32. For fp16 the uint8 bound follows from the float
 one: 2e-2 * 127.5 = 2.55, so 3 levels. int8 (opt-in, ort-cpu) is judged on its mean as well as
 its worst case, as quantization error is spread over every pixel: at most 0.25 float (32 uint8
@@ -86,9 +86,12 @@ def require(result: dict, what: str) -> dict:
         detail = ", ".join(f"{k}={result[k]:.3g}" for k in ("max_abs", "uint8_max_diff", "uint8_mean_diff")
                            if k in result)
         mean = (f", mean {result['uint8_mean_tolerance']}" if "uint8_mean_tolerance" in result else "")
-        raise VerificationError(f"{what} differs from the PyTorch reference beyond tolerance "
-                                f"({detail}; tolerance {result.get('tolerance', '-')} float, "
-                                f"{result['uint8_tolerance']} uint8 levels{mean}) — nothing was written")
+        error = VerificationError(f"{what} differs from the PyTorch reference beyond tolerance "
+                                  f"({detail}; tolerance {result.get('tolerance', '-')} float, "
+                                  f"{result['uint8_tolerance']} uint8 levels{mean}) — nothing was "
+                                  "written")
+        error.result = result
+        raise error
     return result
 
 

@@ -1,4 +1,4 @@
-"""The artifact manifest: the contract between export and runtime (DESIGN.md, "The artifact").
+"""The artifact manifest: the contract between export and runtime (docs/architecture.md, "The artifact").
 
 An artifact is a directory with manifest.json and the model files it lists. The runtime trusts
 nothing else: format version, tensor names and shapes, latent distribution, and a sha256 for

@@ -3,11 +3,35 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import pytest
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
+# Set by `make test GPU=...`: on a machine whose GPU stack was just installed, a gpu/trt test
+# that would skip is a failure (the stack cannot use the GPU), not a skip.
+REQUIRE_GPU = os.environ.get("DCGAN_REQUIRE_GPU") == "1"
+
+
+def pytest_collection_modifyitems(config, items):
+    """With DCGAN_REQUIRE_GPU=1, a gpu/trt test whose skip condition holds fails, with the reason."""
+    if not REQUIRE_GPU:
+        return
+    for item in items:
+        if not (item.get_closest_marker("gpu") or item.get_closest_marker("trt")):
+            continue
+        reasons = [m.kwargs.get("reason", "") for m in item.iter_markers("skipif") if m.args and m.args[0]]
+        if reasons:
+            item.own_markers = [m for m in item.own_markers if m.name != "skipif"]
+            item.gpu_unusable = "; ".join(reasons)
+
+
+@pytest.fixture(autouse=True)
+def _gpu_required(request):
+    reason = getattr(request.node, "gpu_unusable", None)
+    if reason:
+        pytest.fail(f"DCGAN_REQUIRE_GPU=1, but this GPU test cannot run: {reason}")
 
 
 def tiny_train(out: Path, steps: int = 4, resume: bool = False, overwrite: bool = False,

@@ -24,7 +24,9 @@ def _read(path):
 
 def test_writes_files_manifest_and_summary(tiny_artifact, tmp_path, capsys):
     out = tmp_path / "out"
+    # --backend ort-cpu: under a GPU install, auto would pick ort-cuda
     code, stdout, _ = _run([tiny_artifact, "-n", 70, "--out", out, "--seed", 3, "--batch-size", 16,
+                            "--backend", "ort-cpu",
                             "--grid", tmp_path / "grid.png"], capsys)
     assert code == 0
     names = sorted(p.name for p in out.iterdir())

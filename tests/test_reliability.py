@@ -84,7 +84,6 @@ def test_export_interrupted_exits_130_and_writes_nothing(tiny_checkpoint, tmp_pa
 
 
 def test_run_app_returns_typers_interrupt_code(capsys):
-    import typer
 
     from runtime.cli_support import new_app
 
@@ -309,9 +308,9 @@ def test_huge_float64_latents_are_not_finite_as_float32(tiny_artifact):
 
 def test_nan_loss_without_any_checkpoint_says_so(tmp_path, monkeypatch):
     import torch
+    from conftest import tiny_train
 
     import train.loop
-    from conftest import tiny_train
     from train.loop import TrainingError
 
     real = torch.nn.functional.binary_cross_entropy_with_logits

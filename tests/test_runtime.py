@@ -278,8 +278,21 @@ def _has_cuda() -> bool:
         return False
 
 
+def _ort_cuda_missing() -> str | None:
+    """Why the ort-cuda test cannot run: no GPU, or the CPU build of onnxruntime (plain
+    `make test`). Under `make test GPU=...` (DCGAN_REQUIRE_GPU=1) a GPU that is present but
+    unusable fails the test instead (conftest.py)."""
+    import onnxruntime as ort
+
+    if not _has_cuda():
+        return "needs a CUDA GPU (and cuda-python)"
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return "onnxruntime here is the CPU build (make test GPU=cu12|cu13 installs the GPU stack)"
+    return None
+
+
 @pytest.mark.gpu
-@pytest.mark.skipif(not _has_cuda(), reason="needs a CUDA GPU (and cuda-python)")
+@pytest.mark.skipif(_ort_cuda_missing() is not None, reason=str(_ort_cuda_missing()))
 def test_ort_cuda_matches_reference(tiny_artifact, tiny_checkpoint):
     with Generator.load(tiny_artifact, backend="ort-cuda") as g:
         z = g.latents(64, seed=0)

@@ -70,6 +70,8 @@ def main_command(
                                    "ships (0: none).", show_default=False)] = None,
     quality_every: Annotated[int, typer.Option(min=0, help="Steps between quality scores of the "
                                                "shipped G on shapes data (0: never).")] = 500,
+    quality_samples: Annotated[int, typer.Option(min=16, help="Samples per quality score.")
+                               ] = DEFAULTS.quality_samples,
     seed: Annotated[int, typer.Option(min=0, help="Seed for init, data order and latents.")
                     ] = DEFAULTS.seed,
     device: Annotated[str, typer.Option(help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, "
@@ -118,7 +120,8 @@ def main_command(
     cfg = TrainConfig(data=data, out=out, epochs=epochs, steps=steps, seed=seed, device=device,
                       bf16=bf16, channels_last=channels_last, workers=workers,
                       save_every=save_every, keep_every=keep_every, log_every=log_every,
-                      cache_dir=cache_dir, quality_every=quality_every, recipe=recipe, **settings)
+                      cache_dir=cache_dir, quality_every=quality_every,
+                      quality_samples=quality_samples, recipe=recipe, **settings)
     if data == DEFAULTS.data and out == DEFAULTS.out:
         log.info("training on the built-in shapes data into %s/ (defaults)", out)
     if not resume:

@@ -1,7 +1,7 @@
 """The built-in `shapes` dataset: procedural, labelled, deterministic by (seed, index).
 
 Each 64x64 RGB image has one solid background colour and one filled, anti-aliased circle, square
-or equilateral triangle of a solid foreground colour (DESIGN.md, "The shapes dataset").
+or equilateral triangle of a solid foreground colour (docs/architecture.md, "The shapes dataset").
 """
 
 from __future__ import annotations
