@@ -8,11 +8,11 @@ import torch
 import torch.nn.functional as F
 
 from analysis.sources import to_tensor
-from train.models import Discriminator
+from train.models import DiscriminatorNet
 
 
 @torch.no_grad()
-def d_features(d: Discriminator, images: np.ndarray, batch_size: int = 256,
+def d_features(d: DiscriminatorNet, images: np.ndarray, batch_size: int = 256,
                device: str = "cpu") -> np.ndarray:
     """float32 (N, F): each conv block's output max-pooled to 4x4, flattened and concatenated.
 

@@ -11,7 +11,7 @@ from runtime.errors import DcganError
 from runtime.generator import Generator as RuntimeGenerator
 from runtime.manifest import MANIFEST_NAME
 from train.data import ImageDataset, open_dataset
-from train.models import Discriminator, build_models
+from train.models import DiscriminatorNet, build_models
 
 
 class AnalysisError(DcganError):
@@ -34,7 +34,7 @@ def open_generator(source: Path, workdir: Path) -> RuntimeGenerator:
     return RuntimeGenerator.load(out, backend="ort-cpu")
 
 
-def load_discriminator(checkpoint: Path) -> tuple[Discriminator, object]:
+def load_discriminator(checkpoint: Path) -> tuple[DiscriminatorNet, object]:
     """D (eval mode) and the model config from a dcgan-train checkpoint."""
     from export.load import load_for_export
 
@@ -45,7 +45,7 @@ def load_discriminator(checkpoint: Path) -> tuple[Discriminator, object]:
     return loaded.discriminator.eval(), loaded.config
 
 
-def random_discriminator(cfg, seed: int = 0) -> Discriminator:
+def random_discriminator(cfg, seed: int = 0) -> DiscriminatorNet:
     """A freshly initialised D (the paper's init): the baseline the trained D is compared with."""
     torch.manual_seed(seed)
     return build_models(cfg)[1].eval()

@@ -10,7 +10,7 @@ import torch
 
 from analysis.figures import save_json, save_rows
 from analysis.sources import to_tensor
-from train.models import Discriminator
+from train.models import DiscriminatorNet
 
 
 class GuidedLeakyReLU(torch.autograd.Function):
@@ -28,7 +28,7 @@ class GuidedLeakyReLU(torch.autograd.Function):
         return grad.clamp(min=0) * (x > 0), None
 
 
-def layer_activation(d: Discriminator, x: torch.Tensor, layer: int) -> torch.Tensor:
+def layer_activation(d: DiscriminatorNet, x: torch.Tensor, layer: int) -> torch.Tensor:
     """Output of conv block `layer` (1..4) with guided LeakyReLUs on the way."""
     seen = 0
     for module in d.main[:-1]:
@@ -42,7 +42,7 @@ def layer_activation(d: Discriminator, x: torch.Tensor, layer: int) -> torch.Ten
     raise ValueError(f"layer must be in 1..{seen}, got {layer}")
 
 
-def guided_maps(d: Discriminator, images: np.ndarray, layer: int, top: int
+def guided_maps(d: DiscriminatorNet, images: np.ndarray, layer: int, top: int
                 ) -> tuple[list[dict], np.ndarray, np.ndarray]:
     """For the `top` channels with the largest mean activation: the image that excites each
     most, and the guided gradient of that maximum with respect to the image."""
@@ -74,7 +74,7 @@ def _render(grads: np.ndarray) -> np.ndarray:
     return np.stack(out)
 
 
-def visualize_features(trained: Discriminator, random: Discriminator, images: np.ndarray,
+def visualize_features(trained: DiscriminatorNet, random: DiscriminatorNet, images: np.ndarray,
                        out: Path, layer: int = 4, top: int = 8) -> dict:
     """Write visualize.png (rows: excitatory images, their guided maps for the trained D, the
     same for a random D) and visualize.json."""

@@ -28,7 +28,7 @@ from benchmarks.machine import describe
 from export.fold import fold_generator
 from export.onnx_graph import build_onnx
 from export.quantize import build_int8_onnx
-from runtime.backends import physical_cores
+from runtime.backend import physical_cores
 from runtime.files import atomic_write_text
 from train.config import ModelConfig
 from train.models import build_models

@@ -6,7 +6,6 @@ moved into place only when every check passed: a failure leaves no half-written 
 from __future__ import annotations
 
 import datetime
-import json
 import logging
 import os
 import shutil
@@ -38,17 +37,18 @@ from export.verify import (
 )
 from runtime.cuda import gpu_info
 from runtime.errors import ArtifactError
-from runtime.files import atomic_write_bytes, atomic_write_text, sha256_file
+from runtime.files import atomic_write_bytes, sha256_file
 from runtime.generator import Generator
 from runtime.images import images_from_float
 from runtime.manifest import (
-    FORMAT_VERSION,
     INPUT_NAME,
     MANIFEST_NAME,
     OUTPUT_NAME,
     FileEntry,
     Manifest,
+    build_manifest,
     read_manifest,
+    write_manifest,
 )
 from runtime.outdir import refuse_to_replace
 from runtime.tensorrt_backend import import_tensorrt
@@ -165,7 +165,7 @@ def export_artifact(checkpoint: Path, out: Path, opts: ExportOptions) -> dict:
         manifest = _build(staging, loaded, layers, opts, want_trt, out, skipped)
         manifest["bn_recalibration"] = bn
         manifest["verification"]["fold"] = {"backend": "torch", **fold_check}
-        _write_manifest(staging, manifest)
+        write_manifest(staging, manifest)
         _replace_dir(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -241,24 +241,14 @@ def _build(staging: Path, loaded, layers, opts: ExportOptions, want_trt: bool, o
         files[engine_name] = {"kind": "trt", "precision": opts.precision,
                               **_write_model(staging / engine_name, engine), **fields}
 
-    manifest = {
-        "format_version": FORMAT_VERSION,
-        "name": opts.name,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "model": {"nz": cfg.nz, "latent": cfg.latent, "image_size": cfg.image_size,
-                  "channels": cfg.nc, "ngf": cfg.ngf},
-        "inputs": [{"name": INPUT_NAME, "shape": ["N", cfg.nz], "dtype": "float32", "layout": "NC"}],
-        "outputs": [{"name": OUTPUT_NAME, "shape": ["N", cfg.image_size, cfg.image_size, cfg.nc],
-                     "dtype": "uint8", "layout": "NHWC",
-                     "postprocess": "round(clip((x + 1) * 127.5, 0, 255))"}],
-        "files": files,
-        "verification": verification,
-        "skipped": skipped,
-        "source": {"checkpoint": str(loaded.path), "sha256": loaded.sha256,
-                   "kind": loaded.kind, "step": loaded.step, "weights": loaded.weights},
-        "reference": "PyTorch generator, eval mode, fp32, BN unfolded",
-    }
-    _write_manifest(staging, manifest)
+    manifest = build_manifest(
+        cfg.nz, cfg.latent, cfg.image_size, cfg.nc, files, name=opts.name,
+        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        model_extra={"ngf": cfg.ngf}, verification=verification, skipped=skipped,
+        source={"checkpoint": str(loaded.path), "sha256": loaded.sha256, "kind": loaded.kind,
+                "step": loaded.step, "weights": loaded.weights},
+        reference="PyTorch generator, eval mode, fp32, BN unfolded")
+    write_manifest(staging, manifest)
     # the real runtime, through the manifest and its checksums, on what was just written
     verification["runtime"] = _verify_runtime(staging, g, "ort-cpu", "fp32")
     if "model.int8.onnx" in files:
@@ -270,7 +260,7 @@ def _build(staging: Path, loaded, layers, opts: ExportOptions, want_trt: bool, o
             _left_out(skipped, "int8", e)
             del files["model.int8.onnx"], verification["model.int8.onnx"]
             (staging / "model.int8.onnx").unlink()
-            _write_manifest(staging, manifest)
+            write_manifest(staging, manifest)
     if engine_name:
         verification[engine_name] = _verify_runtime(staging, g, "trt", opts.precision, opts.device)
         verification[f"{engine_name} (float output)"] = _verify_engine_float(
@@ -322,10 +312,6 @@ def _verify_runtime(staging: Path, g, backend: str, precision: str, device: int 
                    for b in batches]
     merged = require(merge(results), f"the {backend} runtime output")
     return {"verified": True, "backend": backend, "batch_sizes": batches, **merged}
-
-
-def _write_manifest(directory: Path, manifest: dict) -> None:
-    atomic_write_text(directory / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
 
 
 def _replace_dir(staging: Path, out: Path) -> None:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
-from train.models import Generator
+from train.models import GeneratorNet
 
 
 @dataclass
@@ -26,7 +26,7 @@ class FoldedLayer:
 
 
 @torch.no_grad()
-def fold_generator(g: Generator) -> list[FoldedLayer]:
+def fold_generator(g: GeneratorNet) -> list[FoldedLayer]:
     """G's five ConvTranspose2d layers with BN folded in (uses BN running stats: eval mode)."""
     layers, mods = [], list(g.main)
     for i, m in enumerate(mods):

@@ -5,24 +5,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from export.errors import ExportError
 from runtime.files import sha256_file
-from train.checkpoint import CheckpointError, check_weights
+from train.checkpoint import CheckpointError, check_format, check_weights, read_torch_file
 from train.config import ModelConfig
-from train.models import Discriminator, Generator
+from train.models import DiscriminatorNet, GeneratorNet
 
 
 @dataclass
 class LoadedModel:
-    generator: Generator  # in eval mode, fp32, on the CPU
+    generator: GeneratorNet  # in eval mode, fp32, on the CPU
     config: ModelConfig
     kind: str  # "dcgan" (our checkpoint) or "pytorch-examples" (a bare netG state dict)
     sha256: str  # of the checkpoint file
     step: int | None  # training step, where known
     path: str = ""  # the checkpoint as given
-    discriminator: Discriminator | None = None
+    discriminator: DiscriminatorNet | None = None
     weights: str = "generator"  # which weights G holds: "generator" or "generator_ema"
 
 
@@ -46,31 +44,27 @@ def load_for_export(path: str | Path, ema: bool = True) -> LoadedModel:
     G takes the checkpoint's EMA weights where it has them, unless `ema` is False.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ExportError(f"checkpoint {path} does not exist — train one with dcgan-train "
-                          "(it writes runs/dcgan/checkpoints/last.pt)")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ExportError(f"{path} is not a readable PyTorch checkpoint "
-                          f"({type(e).__name__}) — pass a dcgan checkpoint or a netG_epoch_N.pth") from e
-    if not isinstance(state, dict):
-        raise ExportError(f"{path} holds a {type(state).__name__}, not a checkpoint or state dict")
+        state = read_torch_file(path)
+        if "model_config" in state:
+            check_format(state, path)
+    except CheckpointError as e:
+        raise ExportError(f"{e} — pass a dcgan checkpoint or a netG_epoch_N.pth") from e
     sha = sha256_file(path)
     if "model_config" in state and "generator" in state:  # ours: export needs no training state
         try:
             cfg = ModelConfig.from_dict(state["model_config"])
             weights = "generator_ema" if ema and "generator_ema" in state else "generator"
-            check_weights(Generator, cfg, state[weights], str(path))
+            check_weights(GeneratorNet, cfg, state[weights], str(path))
             if "discriminator" in state:
-                check_weights(Discriminator, cfg, state["discriminator"], str(path))
+                check_weights(DiscriminatorNet, cfg, state["discriminator"], str(path))
         except (ValueError, TypeError, AttributeError, CheckpointError) as e:
             raise ExportError(f"{path} has a bad model config: {e}") from None
-        g = Generator(cfg)
+        g = GeneratorNet(cfg)
         g.load_state_dict(state[weights])
         d = None
         if "discriminator" in state:
-            d = Discriminator(cfg)
+            d = DiscriminatorNet(cfg)
             d.load_state_dict(state["discriminator"])
             d.eval()
         return LoadedModel(g.eval(), cfg, "dcgan", sha, state.get("step"), str(path), d, weights)
@@ -78,7 +72,7 @@ def load_for_export(path: str | Path, ema: bool = True) -> LoadedModel:
         raise ExportError(f"{path} looks like a discriminator (netD) state dict — export needs "
                           "the generator, netG_epoch_N.pth")
     cfg = config_from_generator_state(state)
-    g = Generator(cfg)
+    g = GeneratorNet(cfg)
     try:
         g.load_state_dict(state)
     except RuntimeError as e:

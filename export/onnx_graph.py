@@ -19,7 +19,7 @@ from train.config import ModelConfig
 
 OPSET = 17
 FLOAT_OUTPUT = "pixels"  # Tanh output (N, nc, 64, 64) float32; exposed only for verification
-PRECISIONS = ("fp32", "fp16")
+FLOAT_PRECISIONS = ("fp32", "fp16")  # what build_onnx writes; int8 comes from export/quantize.py
 # How a stride-2 ConvTranspose2d (k4, p1) is written: as itself, or as sub-pixel convolutions
 # plus DepthToSpace, which lets ONNX Runtime's CPU provider use its blocked direct-convolution
 # kernels instead of GEMM + col2im (benchmarks/results/ort_cpu_options.md records what each gives).
@@ -45,8 +45,8 @@ def subpixel_kernels(weight: np.ndarray) -> list[tuple[np.ndarray, list[int]]]:
 def build_onnx(layers: list[FoldedLayer], cfg: ModelConfig, precision: str = "fp32",
                metadata: dict | None = None, layout: str = "convtranspose") -> onnx.ModelProto:
     """The ONNX model for folded `layers`. fp16: weights and compute fp16, I/O stay fp32."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision not in FLOAT_PRECISIONS:
+        raise ValueError(f"precision must be one of {FLOAT_PRECISIONS}, got {precision!r}")
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     wtype = np.float16 if precision == "fp16" else np.float32

@@ -22,7 +22,7 @@ from export.onnx_graph import FLOAT_OUTPUT, with_float_output
 from runtime.images import images_from_float
 from runtime.latents import latents
 from runtime.manifest import INPUT_NAME, OUTPUT_NAME
-from train.models import Generator
+from train.models import GeneratorNet
 
 
 @dataclass(frozen=True)
@@ -37,12 +37,12 @@ VERIFY_BATCHES = (1, 7, 64)
 VERIFY_SEED = 2016
 
 
-def verification_latents(g: Generator, n: int) -> np.ndarray:
+def verification_latents(g: GeneratorNet, n: int) -> np.ndarray:
     return latents(VERIFY_SEED, 0, n, g.cfg.nz, g.cfg.latent)
 
 
 @torch.no_grad()
-def reference(g: Generator, z: np.ndarray) -> np.ndarray:
+def reference(g: GeneratorNet, z: np.ndarray) -> np.ndarray:
     """The reference float output (N, nc, 64, 64) of G in eval mode, fp32."""
     g.eval()
     return g(torch.from_numpy(z)).float().numpy()
@@ -95,7 +95,7 @@ def require(result: dict, what: str) -> dict:
     return result
 
 
-def verify_onnx(model: onnx.ModelProto, g: Generator, precision: str,
+def verify_onnx(model: onnx.ModelProto, g: GeneratorNet, precision: str,
                 batch_sizes: tuple[int, ...] = VERIFY_BATCHES) -> dict:
     """Run `model` on onnxruntime's CPU provider at each batch size; compare float and uint8.
 

@@ -14,7 +14,8 @@ import numpy as np
 import typer
 from tqdm import tqdm
 
-from runtime.backends import BACKENDS, PRECISIONS, physical_cores
+from runtime.backend import physical_cores
+from runtime.backends import BACKENDS, MODEL_PRECISIONS
 from runtime.cli_support import Debug, check_choice, default_input, new_app, run_app
 from runtime.errors import DcganError
 from runtime.files import atomic_write_text
@@ -82,7 +83,7 @@ def main_command(
     check_choice(format, FORMATS, "--format")
     check_choice(backend, ("auto", *BACKENDS), "--backend")
     if precision is not None:
-        check_choice(precision, PRECISIONS, "--precision")
+        check_choice(precision, MODEL_PRECISIONS, "--precision")
     if seed > MAX_SEED:
         raise typer.BadParameter(f"--seed must be below 2**128, got {seed}")
     if start + n > MAX_INDEX + 1:

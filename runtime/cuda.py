@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from runtime.errors import BackendUnavailable
+from runtime.optional import optional_import
 
 
 class CudaError(BackendUnavailable):
@@ -17,12 +18,8 @@ class CudaError(BackendUnavailable):
 
 
 def cudart():
-    try:
-        from cuda.bindings import runtime
-    except ImportError as e:
-        raise BackendUnavailable("cuda-python (>= 12.6) is not installed — pip install "
-                                 "'dcgan[trt]'") from e
-    return runtime
+    return optional_import("cuda.bindings.runtime", "pip install 'dcgan[gpu-cu13]' (or "
+                                                    "'dcgan[gpu-cu12]': README, \"GPU\")")
 
 
 def cuda_call(result):

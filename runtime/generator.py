@@ -9,10 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.backends import BACKENDS, Backend, auto_backend, create_backend
+from runtime.backend import Backend
+from runtime.backends import BACKENDS, auto_backend, create_backend
 from runtime.errors import ArtifactError
 from runtime.latents import MAX_INDEX, MAX_SEED, latents, lerp, slerp
 from runtime.manifest import Manifest, onnx_manifest, read_manifest
+from runtime.optional import import_onnxruntime
 
 log = logging.getLogger(__name__)
 
@@ -212,11 +214,10 @@ def _check_seed(seed) -> None:
 
 def _onnx_file_manifest(path: Path) -> Manifest:
     """Read nz, latent distribution, image size and channels from a bare model's metadata."""
-    from runtime.backends import _import_ort
 
     if not path.is_file():
         raise ArtifactError(f"{path} does not exist — pass an artifact directory or a .onnx file")
-    ort = _import_ort()
+    ort = import_onnxruntime()
     try:
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as e:

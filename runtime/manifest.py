@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runtime.errors import ArtifactError
-from runtime.files import sha256_file
+from runtime.files import atomic_write_text, sha256_file
 from runtime.latents import DISTRIBUTIONS
 
 FORMAT_VERSION = "1.0"
@@ -170,17 +170,40 @@ def read_manifest(path: str | Path) -> Manifest:
     return Manifest(manifest_path.parent, data)
 
 
+def build_manifest(nz: int, latent: str, image_size: int, channels: int, files: dict,
+                   input_name: str = INPUT_NAME, output_name: str = OUTPUT_NAME, **fields) -> dict:
+    """A manifest's contents: the tensors of a generator with these dimensions, its `files`
+    (name -> kind, precision, sha256, ...), and any further `fields` (verification, source...).
+    Export writes what this returns; `read_manifest` checks the same schema when reading."""
+    data = {
+        "format_version": FORMAT_VERSION,
+        **{k: v for k, v in fields.items() if k in ("name", "created")},
+        "model": {"nz": nz, "latent": latent, "image_size": image_size, "channels": channels,
+                  **fields.pop("model_extra", {})},
+        "inputs": [{"name": input_name, "shape": ["N", nz], "dtype": "float32", "layout": "NC"}],
+        "outputs": [{"name": output_name, "shape": ["N", image_size, image_size, channels],
+                     "dtype": "uint8", "layout": "NHWC",
+                     "postprocess": "round(clip((x + 1) * 127.5, 0, 255))"}],
+        "files": files,
+        **{k: v for k, v in fields.items() if k not in ("name", "created")},
+    }
+    _check_schema(data, Path("<new manifest>"))
+    return data
+
+
+def write_manifest(directory: Path, data: dict) -> None:
+    """Write `data` as directory/manifest.json, atomically."""
+    atomic_write_text(Path(directory) / MANIFEST_NAME, json.dumps(data, indent=2) + "\n")
+
+
 def onnx_manifest(model_path: Path, nz: int, latent: str, image_size: int, channels: int,
                   input_name: str = INPUT_NAME, output_name: str = OUTPUT_NAME,
                   precision: str = "fp32") -> Manifest:
     """A manifest for a bare .onnx file, from the metadata stored in the model."""
-    data = {
-        "format_version": FORMAT_VERSION,
-        "model": {"nz": nz, "latent": latent, "image_size": image_size, "channels": channels},
-        "inputs": [{"name": input_name, "shape": ["N", nz], "dtype": "float32", "layout": "NC"}],
-        "outputs": [{"name": output_name, "shape": ["N", image_size, image_size, channels],
-                     "dtype": "uint8", "layout": "NHWC"}],
-        "files": {model_path.name: {"kind": "onnx", "precision": precision,
-                                    "sha256": sha256_file(model_path)}},
-    }
+    files = {model_path.name: {"kind": "onnx", "precision": precision,
+                               "sha256": sha256_file(model_path)}}
+    try:
+        data = build_manifest(nz, latent, image_size, channels, files, input_name, output_name)
+    except ArtifactError as e:
+        raise ArtifactError(f"{model_path}'s dcgan metadata is invalid: {e}") from None
     return Manifest(model_path.parent, data)

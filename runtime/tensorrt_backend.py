@@ -14,10 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.backends import Backend
+from runtime.backend import Backend
 from runtime.cuda import DeviceBuffer, PinnedBuffer, Stream, cuda_call, cudart, gpu_info
 from runtime.errors import BackendUnavailable
 from runtime.manifest import FileEntry, Manifest
+from runtime.optional import optional_import
 
 log = logging.getLogger(__name__)
 FLOAT_OUTPUT = "pixels"  # the float image an engine may also output, for verification at export
@@ -25,12 +26,8 @@ _LOGGER = None
 
 
 def import_tensorrt():
-    try:
-        import tensorrt
-    except ImportError as e:
-        raise BackendUnavailable("tensorrt is not installed — on a machine with an NVIDIA GPU, "
-                                 "pip install 'dcgan[trt]'") from e
-    return tensorrt
+    return optional_import("tensorrt", "on a machine with an NVIDIA GPU, pip install "
+                                       "'dcgan[gpu-cu13]' (or 'dcgan[gpu-cu12]': README, \"GPU\")")
 
 
 def trt_logger(trt):

@@ -248,8 +248,15 @@ def test_existing_output_needs_overwrite(tiny_checkpoint, tmp_path):
     with pytest.raises(ExportError, match="--overwrite"):
         export_artifact(tiny_checkpoint, out, ExportOptions(recalibrate_batches=0))
     assert (out / "keep.txt").read_text() == "mine"
+    # --overwrite replaces an earlier artifact, never a directory of something else
+    with pytest.raises(ExportError, match="not a dcgan artifact"):
+        export_artifact(tiny_checkpoint, out, ExportOptions(recalibrate_batches=0, overwrite=True))
+    assert (out / "keep.txt").read_text() == "mine"
+    (out / "keep.txt").unlink()
+    export_artifact(tiny_checkpoint, out, ExportOptions(recalibrate_batches=0))
+    first = (out / "manifest.json").read_text()
     export_artifact(tiny_checkpoint, out, ExportOptions(recalibrate_batches=0, overwrite=True))
-    assert (out / "manifest.json").exists() and not (out / "keep.txt").exists()
+    assert (out / "manifest.json").exists() and (out / "manifest.json").read_text() != first
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]
 
 
@@ -262,7 +269,7 @@ def test_unwritable_output_is_a_clear_error(tiny_checkpoint, tmp_path):
 
 
 @pytest.mark.parametrize("content, message", [
-    (b"not a checkpoint", "not a readable PyTorch checkpoint"),
+    (b"not a checkpoint", "not a readable checkpoint"),
     (None, "does not exist"),
 ])
 def test_bad_checkpoints(tmp_path, content, message):

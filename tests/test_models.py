@@ -3,7 +3,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from train.config import ModelConfig  # noqa: E402
-from train.models import Discriminator, Generator, build_models, count_parameters  # noqa: E402
+from train.models import DiscriminatorNet, GeneratorNet, build_models, count_parameters  # noqa: E402
 
 
 def test_parameter_counts_match_the_paper_defaults():
@@ -79,7 +79,7 @@ def test_loads_pytorch_examples_state_dicts(tmp_path):
     torch.save(ref_g.state_dict(), tmp_path / "netG_epoch_0.pth")
     torch.save(ref_d.state_dict(), tmp_path / "netD_epoch_0.pth")
     cfg = ModelConfig(nz=16, ngf=8, ndf=8)
-    g, d = Generator(cfg), Discriminator(cfg)
+    g, d = GeneratorNet(cfg), DiscriminatorNet(cfg)
     g.load_state_dict(torch.load(tmp_path / "netG_epoch_0.pth", weights_only=True))
     d.load_state_dict(torch.load(tmp_path / "netD_epoch_0.pth", weights_only=True))
     g.eval(), ref_g.eval(), d.eval(), ref_d.eval()

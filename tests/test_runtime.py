@@ -111,17 +111,17 @@ def test_threads_give_serial_results(gen):
 
 
 def test_ort_cpu_runs_one_slice_per_core_with_the_same_bits(tiny_artifact, gen, monkeypatch):
-    import runtime.backends as backends
+    import runtime.ort_backends as ort_backends
 
-    monkeypatch.setattr(backends, "physical_cores", lambda: 3)
+    monkeypatch.setattr(ort_backends, "physical_cores", lambda: 3)
     calls = []
-    original_run = backends.OrtCpuBackend._run
+    original_run = ort_backends.OrtCpuBackend._run
 
     def spy(self, session, z):
         calls.append((session is self.session, len(z), threading.current_thread().name))
         return original_run(self, session, z)
 
-    monkeypatch.setattr(backends.OrtCpuBackend, "_run", spy)
+    monkeypatch.setattr(ort_backends.OrtCpuBackend, "_run", spy)
     with Generator.load(tiny_artifact, backend="ort-cpu") as sharded:
         images = sharded.generate(10, seed=6, batch_size=10)
         assert sorted(n for _, n, _ in calls) == [3, 3, 4]

@@ -61,24 +61,38 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def read_torch_file(path: str | os.PathLike) -> dict:
+    """A torch file's top-level dict, loaded safely (`weights_only=True`, no code runs) onto
+    the CPU: the one place checkpoints of any kind are read."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist — train one with dcgan-train "
+                              "(it writes runs/dcgan/checkpoints/last.pt)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{path} is not a readable checkpoint ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else ''})") from e
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} holds a {type(state).__name__}, not a checkpoint or state dict")
+    return state
+
+
+def check_format(state: dict, path: str | os.PathLike) -> None:
+    if state.get("format", CHECKPOINT_FORMAT) > CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} has checkpoint format {state['format']}, newer than this "
+                              f"version reads ({CHECKPOINT_FORMAT}) — upgrade dcgan")
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict:
     """Load a training checkpoint safely (`weights_only=True`) onto the CPU.
 
     Raises:
         CheckpointError: missing file, not a torch file, or not a dcgan training checkpoint.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"{path} is not a readable checkpoint ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0] if str(e) else ''})") from e
-    missing = [k for k in REQUIRED_KEYS if not isinstance(state, dict) or k not in state]
+    state = read_torch_file(path)
+    missing = [k for k in REQUIRED_KEYS if k not in state]
     if missing:
         raise CheckpointError(f"{path} is not a dcgan training checkpoint (missing {', '.join(missing)})")
-    if state["format"] > CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} has checkpoint format {state['format']}, newer than this "
-                              f"version reads ({CHECKPOINT_FORMAT}) — upgrade dcgan")
+    check_format(state, path)
     return state

@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from runtime.cli_support import Debug, check_choice, new_app, run_app
-from train.config import LATENTS, ModelConfig
+from runtime.latents import DISTRIBUTIONS
+from train.config import ModelConfig
 from train.loop import TrainConfig, TrainingError, parse_device, train
 from train.recipe import RECIPE_NAMES, recipe_settings
 
@@ -102,7 +103,7 @@ def main_command(
     grid per epoch), metrics.jsonl and loss.png. SIGINT/SIGTERM save a checkpoint and exit
     130/143; --resume continues bit-exactly on CPU. Under torchrun, trains with DDP.
     """
-    check_choice(latent, LATENTS, "--latent")
+    check_choice(latent, DISTRIBUTIONS, "--latent")
     check_choice(recipe, RECIPE_NAMES, "--recipe")
     if device != "auto":
         try:

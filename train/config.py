@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-LATENTS = ("normal", "uniform")
+from runtime.latents import DISTRIBUTIONS  # the latent distributions; one definition, the runtime's
+
 LIMITS = {"nz": 65536, "ngf": 4096, "ndf": 4096, "nc": 3}  # sanity bounds: a config is data too
 
 
@@ -24,8 +25,8 @@ class ModelConfig:
                 raise ValueError(f"{name} must be an int in [1, {most}], got {value!r}")
         if self.image_size != 64:
             raise ValueError(f"image_size must be 64 (the DCGAN architecture), got {self.image_size}")
-        if self.latent not in LATENTS:
-            raise ValueError(f"latent must be one of {LATENTS}, got {self.latent!r}")
+        if self.latent not in DISTRIBUTIONS:
+            raise ValueError(f"latent must be one of {DISTRIBUTIONS}, got {self.latent!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)

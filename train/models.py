@@ -13,7 +13,10 @@ from torch import nn
 from train.config import ModelConfig
 
 
-class Generator(nn.Module):
+class GeneratorNet(nn.Module):
+    """G: latents (B, nz) or (B, nz, 1, 1) -> images (B, nc, 64, 64) in [-1, 1]. (runtime.Generator
+    is the deployed, torch-free generator built from an exported artifact.)"""
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
@@ -41,7 +44,9 @@ class Generator(nn.Module):
         return self.main(z)
 
 
-class Discriminator(nn.Module):
+class DiscriminatorNet(nn.Module):
+    """D: images (B, nc, 64, 64) -> logits (B,)."""
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
@@ -83,9 +88,9 @@ def dcgan_init_(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
-def build_models(cfg: ModelConfig) -> tuple[Generator, Discriminator]:
+def build_models(cfg: ModelConfig) -> tuple[GeneratorNet, DiscriminatorNet]:
     """A freshly initialised (G, D) pair."""
-    g, d = Generator(cfg), Discriminator(cfg)
+    g, d = GeneratorNet(cfg), DiscriminatorNet(cfg)
     g.apply(dcgan_init_)
     d.apply(dcgan_init_)
     return g, d
