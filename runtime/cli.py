@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import json
 import logging
 import os
@@ -10,7 +9,6 @@ import time
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import typer
 from tqdm import tqdm
 
@@ -23,7 +21,15 @@ from runtime.generator import Generator
 from runtime.images import make_grid, save_image
 from runtime.latents import MAX_INDEX, MAX_SEED
 from runtime.outdir import claimed, contents, refuse_to_replace
-from runtime.writer import FORMATS, ImageWriter, file_name, index_width
+from runtime.writer import (
+    FORMATS,
+    FileWriter,
+    NpyWriter,
+    TarWriter,
+    index_width,
+    remove_temporaries,
+    sync_directory,
+)
 
 log = logging.getLogger("dcgan-generate")
 app = new_app(__doc__)
@@ -68,17 +74,27 @@ def main_command(
         help="fp32, fp16 or int8 model file [default: fp32]. int8 runs on ort-cpu, about 2x "
              "faster on CPUs with AVX-512 VNNI, pixels ~1.6 uint8 levels from fp32 on average.",
         show_default=False)] = None,
-    format: Annotated[str, typer.Option("--format", help="png, jpg or npy (uint8 HWC).")] = "png",
+    format: Annotated[str, typer.Option("--format", help="png or jpg (one file per image), tar "
+                                        "(WebDataset shards of PNGs), npy (one uint8 (N, H, W, C) "
+                                        "array).")] = "png",
+    shard_size: Annotated[int, typer.Option(min=1, help="Images per tar shard (--format tar).")
+                          ] = 10000,
     grid: Annotated[Path | None, typer.Option(help=f"Also write a contact sheet of the first "
                                               f"{GRID_IMAGES} images to this PNG.")] = None,
     workers: Annotated[int, typer.Option(min=1, help="Image-encoding threads.")] = max(2, physical_cores()),
     overwrite: Annotated[bool, typer.Option(help="Write into a non-empty --out, replacing files "
                                                  "of the same names.")] = False,
+    resume: Annotated[bool, typer.Option(help="Finish an interrupted run in --out: same "
+                                              "artifact, seed and range; writes only what is "
+                                              "missing.")] = False,
     debug: Debug = False,
 ) -> None:
-    """Generate images: OUT/000000.png ... and OUT/manifest.json (how to regenerate any of them).
+    """Generate images: OUT/000000.png ... (or tar shards, or one .npy) and OUT/manifest.json
+    (how to regenerate any of them; "status": "complete" once everything is written and synced).
 
-    With no ARTIFACT, reads artifacts/dcgan/ (what dcgan-export writes by default).
+    With no ARTIFACT, reads artifacts/dcgan/ (what dcgan-export writes by default). An
+    interrupted run leaves only whole files; --resume finishes it, byte-identical to a run that
+    was never interrupted.
     """
     check_choice(format, FORMATS, "--format")
     check_choice(backend, ("auto", *BACKENDS), "--backend")
@@ -95,21 +111,76 @@ def main_command(
     refuse_to_replace(out, [artifact])
     if grid is not None and grid.exists() and not overwrite:
         raise DcganError(f"{grid} exists — pass --overwrite to replace it")
-    if contents(out) and not overwrite:  # checked again under the lock; this saves a model load
-        raise DcganError(f"{out} is not empty — pass --overwrite to write into it, or pick another --out")
+    if contents(out) and not (overwrite or resume):  # checked again under the lock
+        raise DcganError(f"{out} is not empty — pass --overwrite to write into it, --resume to "
+                         "finish an interrupted run, or pick another --out")
+    if resume and not (out / "manifest.json").exists():
+        raise DcganError(f"--resume: {out} holds no dcgan-generate run — drop --resume")
 
     with Generator.load(artifact, backend=backend, device=device, precision=precision) as gen:
         if gen.max_batch is not None and batch_size > gen.max_batch:
             raise typer.BadParameter(f"--batch-size {batch_size} is above the engine's max batch "
                                      f"{gen.max_batch}")
         out.mkdir(parents=True, exist_ok=True)
+        # one zero-padding width for every part of the whole range, so parts merge by name
+        width = index_width(start + max(n, 1) - 1)
+        run = _run_record(gen, artifact, seed, first, count, width, shard, batch_size, format,
+                          shard_size)
         with claimed(out, "dcgan-generate"):
-            _check_out(out, overwrite)
-            record, seconds = _generate(gen, artifact, out, seed, first, count, shard, batch_size,
-                                        format, workers, grid)
-    rate = count / seconds if seconds > 0 else float("inf")
-    typer.echo(f"{count} images in {seconds:.2f} s ({rate:.1f} images/s), backend "
-               f"{record['backend']} -> {out}{os.sep}")
+            if resume:
+                _check_resumable(out, run)
+            else:
+                _check_out(out, overwrite)
+            remove_temporaries(out)
+            _write_record(out, {**run, "status": "incomplete"})
+            t0 = time.perf_counter()
+            fields, written = _generate(gen, out, run, workers)
+            seconds = time.perf_counter() - t0
+            sync_directory(out)  # everything durable before the manifest says so
+            _write_record(out, {**run, "status": "complete", **fields})
+        if grid is not None and count:
+            save_image(grid, make_grid(gen.generate(min(GRID_IMAGES, count), seed=seed, start=first)))
+    rate = written / seconds if seconds > 0 else float("inf")
+    typer.echo(f"{written} images in {seconds:.2f} s ({rate:.1f} images/s), backend "
+               f"{run['backend']} -> {out}{os.sep}" + (f" ({count - written} were already there)"
+                                                       if resume else ""))
+
+
+# What must match for --resume to continue a run (anything else would mix two data sets).
+RESUME_KEYS = ("model_sha256", "precision", "backend", "seed", "first_index", "count", "format",
+               "shard_size", "latent", "nz")
+
+
+def _run_record(gen: Generator, artifact: Path, seed: int, first: int, count: int, width: int,
+                shard: str | None, batch_size: int, format: str, shard_size: int) -> dict:
+    model_file = gen.backend.entry
+    return {
+        "artifact": str(artifact), "model_file": model_file.name,
+        "model_sha256": model_file.sha256, "precision": model_file.precision,
+        "backend": gen.backend_name, "seed": seed,
+        "first_index": first, "count": count, "shard": shard, "latent": gen.manifest.latent,
+        "nz": gen.nz, "format": format, "index_width": width, "batch_size": batch_size,
+        "shard_size": shard_size if format == "tar" else None,
+        "regenerate": f"dcgan-generate {artifact} --seed {seed} --start INDEX -n 1 "
+                      f"--backend {gen.backend_name} --precision {model_file.precision} --out DIR",
+    }
+
+
+def _write_record(out: Path, record: dict) -> None:
+    atomic_write_text(out / "manifest.json", json.dumps(record, indent=2) + "\n")
+
+
+def _check_resumable(out: Path, run: dict) -> None:
+    try:
+        held = json.loads((out / "manifest.json").read_text())
+    except (OSError, ValueError) as e:
+        raise DcganError(f"--resume: {out / 'manifest.json'} is unreadable ({e}) — start a new run") from None
+    different = [k for k in RESUME_KEYS if held.get(k) != run.get(k)]
+    if different:
+        k = different[0]
+        raise DcganError(f"--resume: {out} holds a run with {k} {held.get(k)!r}, this one has "
+                         f"{run.get(k)!r} — resume with the same artifact, seed, range and format, "
+                         "or pick another --out")
 
 
 def _check_out(out: Path, overwrite: bool) -> None:
@@ -128,39 +199,50 @@ def _check_out(out: Path, overwrite: bool) -> None:
         raise DcganError(f"{out} holds something other than dcgan-generate output "
                          f"({', '.join(foreign[:3])}) — --overwrite only replaces an earlier "
                          "dcgan-generate run; pick another --out")
+    if ours:  # an earlier run's images: a new run must not take them for finished work
+        for p in held:
+            if p.suffix in (".png", ".jpg", ".tar", ".npy"):
+                p.unlink()
 
 
-def _generate(gen: Generator, artifact: Path, out: Path, seed: int, first: int, count: int,
-              shard: str | None, batch_size: int, format: str, workers: int,
-              grid: Path | None) -> tuple[dict, float]:
-    """Write the images and the run's manifest.json; returns (the manifest, seconds)."""
-    width = index_width(first + max(count, 1) - 1)
-    grid_images = []
-    t0 = time.perf_counter()
-    with ImageWriter(out, format, width, workers=workers, max_pending=2 * workers) as writer, \
-            tqdm(total=count, unit="img", desc="generating", disable=count == 0) as bar:
-        for index, images in gen.iter_batches(count, seed, batch_size, first):
-            writer.submit(index, images)
-            if len(grid_images) < GRID_IMAGES:
-                grid_images.extend(images[:GRID_IMAGES - len(grid_images)])
-            bar.update(len(images))
-    seconds = time.perf_counter() - t0
-    model_file = gen.backend.entry
-    record = {
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "artifact": str(artifact), "model_file": model_file.name,
-        "model_sha256": model_file.sha256, "precision": model_file.precision,
-        "backend": gen.backend_name, "seed": seed,
-        "first_index": first, "count": count, "shard": shard, "latent": gen.manifest.latent,
-        "nz": gen.nz, "format": format, "file_pattern": file_name(first, width, format),
-        "batch_size": batch_size,
-        "regenerate": f"dcgan-generate {artifact} --seed {seed} --start INDEX -n 1 "
-                      f"--backend {gen.backend_name} --precision {model_file.precision} --out DIR",
-    }
-    atomic_write_text(out / "manifest.json", json.dumps(record, indent=2) + "\n")
-    if grid is not None and grid_images:
-        save_image(grid, make_grid(np.stack(grid_images)))
-    return record, seconds
+def _generate(gen: Generator, out: Path, run: dict, workers: int) -> tuple[dict, int]:
+    """Write every image the run still misses; returns (the writer's manifest fields, count)."""
+    fmt, first, count, width = run["format"], run["first_index"], run["count"], run["index_width"]
+    size, c = gen.manifest.image_size, gen.manifest.channels
+    args = (out, fmt, first, count, width)
+    kwargs = {"workers": workers, "max_pending": 2 * workers}
+    if fmt == "tar":
+        writer = TarWriter(*args, shard_size=run["shard_size"], seed=run["seed"], **kwargs)
+    elif fmt == "npy":
+        writer = NpyWriter(*args, shape=(size, size, c), **kwargs)
+    else:
+        writer = FileWriter(*args, **kwargs)
+    written = 0
+    with writer:
+        todo = writer.pending()
+        with tqdm(total=sum(n for _, n in todo), unit="img", desc="generating",
+                  disable=not todo) as bar:
+            for start, n in todo:
+                for part_start, part_n in _cut(start, n, first, run["shard_size"]):
+                    for index, images in gen.iter_batches(part_n, run["seed"], run["batch_size"],
+                                                          part_start):
+                        writer.submit(index, images)
+                        written += len(images)
+                        bar.update(len(images))
+        fields = writer.finish()
+    return fields, written
+
+
+def _cut(start: int, n: int, first: int, shard_size: int | None) -> list[tuple[int, int]]:
+    """Split [start, start+n) at tar shard boundaries, so no batch spans two shards."""
+    if not shard_size:
+        return [(start, n)]
+    parts, i, end = [], start, start + n
+    while i < end:
+        boundary = first + ((i - first) // shard_size + 1) * shard_size
+        parts.append((i, min(end, boundary) - i))
+        i = parts[-1][0] + parts[-1][1]
+    return parts
 
 
 def main() -> None:

@@ -12,12 +12,15 @@ from typing import BinaryIO
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike, overwrite: bool = True) -> Iterator[BinaryIO]:
+def atomic_open(path: str | os.PathLike, overwrite: bool = True,
+                durable: bool = True) -> Iterator[BinaryIO]:
     """Open a temporary file beside `path` for binary writing and move it into place on success.
 
     Args:
         path: the final file name.
         overwrite: if False, raise FileExistsError when `path` already exists.
+        durable: fsync the file before the rename. Bulk writers pass False and make the whole
+            run durable with one sync at its end (runtime/writer.py).
 
     The temporary file lives in the same directory, so `os.replace` is atomic; on any exception it
     is removed and `path` is untouched.
@@ -32,7 +35,8 @@ def atomic_open(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Bin
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

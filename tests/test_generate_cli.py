@@ -64,12 +64,13 @@ def test_shard_ranges_cover_exactly():
 
 def test_start_and_npy_and_jpg(tiny_artifact, tmp_path, capsys):
     assert _run([tiny_artifact, "-n", 3, "--start", 999_998, "--format", "npy", "--out",
-                 tmp_path / "n"], capsys)[0] == 0
-    assert sorted(p.name for p in (tmp_path / "n").glob("*.npy")) == [
-        "0999998.npy", "0999999.npy", "1000000.npy"]
+                 tmp_path / "n", "--backend", "ort-cpu"], capsys)[0] == 0
+    array = np.load(tmp_path / "n" / "images.npy")
+    assert array.shape == (3, 64, 64, 3) and array.dtype == np.uint8
     with Generator.load(tiny_artifact, backend="ort-cpu") as gen:
-        np.testing.assert_array_equal(np.load(tmp_path / "n" / "1000000.npy"),
-                                      gen.generate(1, seed=0, start=1_000_000)[0])
+        np.testing.assert_array_equal(array, gen.generate(3, seed=0, start=999_998))
+    record = json.loads((tmp_path / "n" / "manifest.json").read_text())
+    assert record["status"] == "complete" and record["file"] == "images.npy"
     assert _run([tiny_artifact, "-n", 2, "--format", "jpg", "--out", tmp_path / "j"], capsys)[0] == 0
     assert _read(tmp_path / "j" / "000001.jpg").shape == (64, 64, 3)
 
@@ -117,13 +118,13 @@ def test_failure_mid_run_leaves_no_partial_image(tiny_artifact, tmp_path, capsys
     assert not list(out.glob(".*tmp"))
     for p in out.glob("*.png"):  # whatever was written is whole
         assert _read(p).shape == (64, 64, 3)
-    assert not (out / "manifest.json").exists()
+    assert json.loads((out / "manifest.json").read_text())["status"] == "incomplete"
 
 
 @pytest.mark.parametrize("argv, code, message", [
     (["--shard", "3/3"], 2, "need 0 <= i < k"),
     (["--shard", "x"], 2, "--shard must look like i/k"),
-    (["--format", "gif"], 2, "--format must be one of png, jpg, npy"),
+    (["--format", "gif"], 2, "--format must be one of png, jpg, tar, npy"),
     (["--backend", "tpu"], 2, "--backend must be one of auto, ort-cpu"),
     (["--precision", "int4"], 2, "--precision must be one of fp32, fp16, int8"),
     (["--backend", "ort-cuda", "--precision", "int8"], 1, "the int8 model is for ort-cpu"),

@@ -1,0 +1,156 @@
+"""Generation at scale: tar shards, one .npy, resumable runs, merging parts from several machines."""
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import HAS_TORCH
+from PIL import Image
+
+from runtime import Generator
+from runtime.cli import app
+from runtime.cli_support import run_app
+
+pytestmark = pytest.mark.skipif(not HAS_TORCH, reason="the fixtures export with torch")
+ROOT = Path(__file__).parents[1]
+
+
+def _run(argv):
+    return run_app(app, [str(a) for a in argv], prog="dcgan-generate")
+
+
+def _tree(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+
+
+def test_tar_shards_round_trip_and_match_png_mode(tiny_artifact, tmp_path):
+    assert _run([tiny_artifact, "-n", 25, "--seed", 4, "--out", tmp_path / "png", "--batch-size", 8,
+                 "--backend", "ort-cpu"]) == 0
+    assert _run([tiny_artifact, "-n", 25, "--seed", 4, "--out", tmp_path / "tar", "--batch-size", 8,
+                 "--backend", "ort-cpu", "--format", "tar", "--shard-size", 10]) == 0
+    shards = sorted((tmp_path / "tar").glob("*.tar"))
+    assert [p.name for p in shards] == ["shard-000000.tar", "shard-000010.tar", "shard-000020.tar"]
+    members = {}
+    for shard in shards:
+        with tarfile.open(shard) as tar:
+            for m in tar.getmembers():
+                members[m.name] = tar.extractfile(m).read()
+    assert len(members) == 50
+    for i in range(25):
+        assert members[f"{i:06d}.png"] == (tmp_path / "png" / f"{i:06d}.png").read_bytes()
+        assert json.loads(members[f"{i:06d}.json"]) == {"seed": 4, "index": i}
+    record = json.loads((tmp_path / "tar" / "manifest.json").read_text())
+    assert record["status"] == "complete"
+    assert [(s["first_index"], s["count"]) for s in record["shards"]] == [(0, 10), (10, 10), (20, 5)]
+    for s in record["shards"]:
+        assert s["sha256"] == hashlib.sha256((tmp_path / "tar" / s["file"]).read_bytes()).hexdigest()
+
+
+def test_tar_shards_read_with_webdataset(tiny_artifact, tmp_path):
+    wds = pytest.importorskip("webdataset")
+    assert _run([tiny_artifact, "-n", 12, "--out", tmp_path, "--format", "tar", "--shard-size", 5]) == 0
+    urls = [str(p) for p in sorted(tmp_path.glob("*.tar"))]
+    samples = list(wds.WebDataset(urls, shardshuffle=False).decode("rgb8"))
+    assert [s["__key__"] for s in samples] == [f"{i:06d}" for i in range(12)]
+    assert samples[0]["png"].shape == (64, 64, 3)
+
+
+def _interrupt_then_resume(tiny_artifact, out: Path, extra: list[str]):
+    argv = [sys.executable, "-m", "runtime.cli", str(tiny_artifact), "-n", "3000", "--seed", "9",
+            "--batch-size", "16", "--out", str(out), "--backend", "ort-cpu", *extra]
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and len(list(out.glob("*.png")) + list(out.glob("*.tar"))) < 3:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert json.loads((out / "manifest.json").read_text())["status"] == "incomplete"
+    assert not list(out.glob(".*"))
+    done = subprocess.run([*argv, "--resume"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "were already there" in done.stdout
+
+
+@pytest.mark.parametrize("extra", [[], ["--format", "tar", "--shard-size", "500"]])
+def test_resume_after_sigint_is_byte_identical_to_one_run(tiny_artifact, tmp_path, extra):
+    _interrupt_then_resume(tiny_artifact, tmp_path / "resumed", extra)
+    assert _run([tiny_artifact, "-n", 3000, "--seed", 9, "--batch-size", 16, "--out",
+                 tmp_path / "once", "--backend", "ort-cpu", *extra]) == 0
+    assert _tree(tmp_path / "resumed") == _tree(tmp_path / "once")
+
+
+def test_resume_with_another_seed_or_artifact_is_refused(tiny_artifact, tmp_path, capsys):
+    out = tmp_path / "o"
+    assert _run([tiny_artifact, "-n", 4, "--out", out]) == 0
+    assert _run([tiny_artifact, "-n", 4, "--out", out, "--seed", 1, "--resume"]) == 1
+    assert "--resume: " in capsys.readouterr().err
+    assert _run([tiny_artifact, "-n", 5, "--out", out, "--resume"]) == 1
+    assert "count" in capsys.readouterr().err
+    assert _run([tiny_artifact, "-n", 4, "--out", tmp_path / "empty", "--resume"]) == 1
+    assert "holds no dcgan-generate run" in capsys.readouterr().err
+
+
+def test_full_disk_leaves_no_partial_shard(tiny_artifact, tmp_path, monkeypatch, capsys):
+    import runtime.writer
+
+    real, calls = runtime.writer.encode_image, {"n": 0}
+
+    def failing(image, fmt):
+        calls["n"] += 1
+        if calls["n"] == 15:
+            raise OSError(28, "No space left on device")
+        return real(image, fmt)
+
+    monkeypatch.setattr(runtime.writer, "encode_image", failing)
+    out = tmp_path / "o"
+    assert _run([tiny_artifact, "-n", 30, "--out", out, "--format", "tar", "--shard-size", 10,
+                 "--batch-size", 5]) == 1
+    assert "No space left on device" in capsys.readouterr().err
+    assert not list(out.glob(".*"))
+    for shard in out.glob("*.tar"):  # only whole shards under a final name
+        with tarfile.open(shard) as tar:
+            assert len(tar.getmembers()) == 20
+
+
+def test_parts_from_several_machines_merge_into_one_data_set(tiny_artifact, tmp_path, capsys):
+    from runtime.merge import app as merge_app
+
+    for i in range(3):
+        assert _run([tiny_artifact, "-n", 23, "--seed", 2, "--shard", f"{i}/3", "--out",
+                     tmp_path / f"part{i}", "--format", "tar", "--shard-size", 4]) == 0
+    assert run_app(merge_app, [str(tmp_path / f"part{i}") for i in range(3)] +
+                   ["--out", str(tmp_path / "all")], prog="dcgan-merge") == 0
+    record = json.loads((tmp_path / "all" / "manifest.json").read_text())
+    assert record["status"] == "complete" and record["first_index"] == 0 and record["count"] == 23
+    keys = []
+    for s in record["shards"]:
+        with tarfile.open(tmp_path / "all" / s["file"]) as tar:
+            keys += [m.name for m in tar.getmembers() if m.name.endswith(".png")]
+    assert keys == [f"{i:06d}.png" for i in range(23)]
+    # a gap or another seed is refused
+    assert run_app(merge_app, [str(tmp_path / "part0"), str(tmp_path / "part2"), "--out",
+                               str(tmp_path / "gap")], prog="dcgan-merge") == 1
+    assert "gap" in capsys.readouterr().err
+
+
+def test_png_parts_merge(tiny_artifact, tmp_path):
+    from runtime.merge import app as merge_app
+
+    for i in range(2):
+        assert _run([tiny_artifact, "-n", 6, "--shard", f"{i}/2", "--out", tmp_path / f"p{i}"]) == 0
+    assert run_app(merge_app, [str(tmp_path / "p0"), str(tmp_path / "p1"), "--out",
+                               str(tmp_path / "all")], prog="dcgan-merge") == 0
+    with Generator.load(tiny_artifact) as gen:
+        expected = gen.generate(6, seed=0)
+    for i in range(6):
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "all" / f"{i:06d}.png")), expected[i])
