@@ -1,0 +1,1 @@
+"""dcgan-serve: an HTTP service around runtime.Generator and its dynamic batcher."""

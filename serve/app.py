@@ -1,0 +1,227 @@
+"""The ASGI app: routes, errors, metrics, readiness, over one Batcher.
+
+Built by `create_app(batcher, limits)`, so tests drive it in-process with Starlette's TestClient
+and production runs the same app under uvicorn (serve/cli.py).
+
+    GET /v1/images/{seed}/{index}.png   one image (what dcgan-generate writes for it); immutable, ETag
+    GET /v1/images?seed=&start=&n=&format=png|npy|grid   several; no seed: a fresh one (X-Seed)
+    GET /healthz    alive            GET /readyz   200 once warm, 503 while starting or draining
+    GET /v1/info    model, backend, limits          GET /metrics   Prometheus text
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import secrets
+import time
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from runtime.batcher import Batcher, BatcherClosed, BatchStats, DeadlineExceeded, Overloaded
+from runtime.images import encode_image, make_grid
+from runtime.latents import MAX_INDEX, MAX_SEED
+
+log = logging.getLogger("dcgan-serve")
+IMMUTABLE = "public, max-age=31536000, immutable"
+FORMATS = ("png", "npy", "grid")
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_images_per_request: int = 256
+    retry_after_s: int = 1
+
+
+class BadRequest(Exception):
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+class Metrics:
+    """The service's Prometheus metrics, in their own registry (base units, _total counters,
+    labels of low cardinality: the route template and the status code, never the seed)."""
+
+    def __init__(self, max_batch: int, info: dict):
+        self.registry = r = CollectorRegistry()
+        self.requests = Counter("dcgan_requests_total", "HTTP requests", ["route", "code"], registry=r)
+        self.request_seconds = Histogram("dcgan_request_seconds", "Request latency", ["route"],
+                                         registry=r)
+        self.queue_seconds = Histogram("dcgan_queue_seconds", "Time a request piece waited for "
+                                       "its batch", registry=r)
+        buckets = sorted({1, 2, 4, 8, 16, 32, 64, 128, 256, max_batch} & set(range(1, max_batch + 1)))
+        self.batch_size = Histogram("dcgan_batch_size", "Images per backend call",
+                                    buckets=[*buckets, float("inf")], registry=r)
+        self.images = Counter("dcgan_images_generated_total", "Images generated", registry=r)
+        self.queue_depth = Gauge("dcgan_queue_depth_images", "Images waiting for a batch", registry=r)
+        build = Gauge("dcgan_build_info", "The model and backend served", list(info), registry=r)
+        build.labels(**info).set(1)
+
+    def on_batch(self, stats: BatchStats) -> None:
+        self.batch_size.observe(stats.images)
+        self.images.inc(stats.images)
+        for seconds in stats.queue_seconds:
+            self.queue_seconds.observe(seconds)
+
+
+def _int(value: str | None, name: str, lo: int, hi: int, default: int | None = None) -> int:
+    if value is None:
+        if default is None:
+            raise BadRequest(f"missing {name}")
+        return default
+    try:
+        number = int(value, 10)
+    except ValueError:
+        raise BadRequest(f"{name} must be a whole number, got {value!r}") from None
+    if not lo <= number <= hi:
+        raise BadRequest(f"{name} must be in [{lo}, {hi}], got {number}")
+    return number
+
+
+def create_app(batcher: Batcher, limits: Limits = Limits()) -> Starlette:
+    """The service around `batcher` (which owns an open Generator)."""
+    gen = batcher.generator
+    entry = gen.backend.entry
+    model = {"model_sha256": entry.sha256, "backend": gen.backend_name, "precision": entry.precision}
+    metrics = Metrics(batcher.max_batch, model)
+    batcher.on_batch = metrics.on_batch
+    state = {"ready": False, "draining": False}
+
+    def etag(seed: int, index: int) -> str:
+        key = f"{entry.sha256}:{gen.backend_name}:{entry.precision}:{seed}:{index}"
+        return '"' + hashlib.sha256(key.encode()).hexdigest()[:32] + '"'
+
+    async def images(seed: int, start: int, n: int) -> np.ndarray:
+        metrics.queue_depth.set(batcher.queued_images + n)
+        try:
+            return await batcher.agenerate(seed, start, n)
+        finally:
+            metrics.queue_depth.set(batcher.queued_images)
+
+    async def one_image(request: Request) -> Response:
+        seed = _int(request.path_params["seed"], "seed", 0, MAX_SEED)
+        index = _int(request.path_params["index"], "index", 0, MAX_INDEX)
+        tag = etag(seed, index)
+        headers = {"ETag": tag, "Cache-Control": IMMUTABLE}
+        if tag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
+            return Response(status_code=304, headers=headers)
+        png = await run_in_threadpool(encode_image, (await images(seed, index, 1))[0], "png")
+        return Response(png, media_type="image/png", headers=headers)
+
+    async def many_images(request: Request) -> Response:
+        q = request.query_params
+        unknown = set(q) - {"seed", "start", "n", "format"}
+        if unknown:
+            raise BadRequest(f"unknown query parameter(s): {', '.join(sorted(unknown))}")
+        fmt = q.get("format", "png")
+        if fmt not in FORMATS:
+            raise BadRequest(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        n = _int(q.get("n"), "n", 1, limits.max_images_per_request, default=1)
+        start = _int(q.get("start"), "start", 0, MAX_INDEX - n + 1, default=0)
+        fresh = "seed" not in q
+        seed = secrets.randbits(63) if fresh else _int(q.get("seed"), "seed", 0, MAX_SEED)
+        if fmt == "png" and n != 1:
+            raise BadRequest("format=png holds one image — use format=grid or format=npy for n > 1")
+        batch = await images(seed, start, n)
+        if fmt == "npy":
+            buf = io.BytesIO()
+            np.save(buf, batch)
+            body, media = buf.getvalue(), "application/octet-stream"
+        else:
+            picture = batch[0] if fmt == "png" else make_grid(batch)
+            body, media = await run_in_threadpool(encode_image, picture, "png"), "image/png"
+        headers = {"X-Seed": str(seed), "Cache-Control": "no-store" if fresh else IMMUTABLE}
+        return Response(body, media_type=media, headers=headers)
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "alive"})
+
+    async def readyz(request: Request) -> Response:
+        ready = state["ready"] and not state["draining"]
+        return JSONResponse({"ready": ready, "draining": state["draining"]},
+                            status_code=200 if ready else 503)
+
+    async def info(request: Request) -> Response:
+        return JSONResponse({"manifest": gen.info, "backend": gen.backend_name,
+                             "precision": entry.precision, "model_file": entry.name,
+                             "limits": {**asdict(limits), "max_batch": batcher.max_batch,
+                                        "max_delay_ms": batcher.max_delay * 1000,
+                                        "max_queue_images": batcher.max_queue,
+                                        "timeout_s": batcher.timeout_s}})
+
+    async def prometheus(request: Request) -> Response:
+        metrics.queue_depth.set(batcher.queued_images)
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    def measured(route: str, endpoint):
+        async def handler(request: Request) -> Response:
+            t0 = time.perf_counter()
+            try:
+                response = await endpoint(request)
+            except BadRequest as e:
+                response = _error(e.status, str(e))
+            except Overloaded as e:
+                response = _error(503, str(e), {"Retry-After": str(limits.retry_after_s)})
+            except BatcherClosed as e:
+                response = _error(503, str(e), {"Retry-After": str(limits.retry_after_s)})
+            except DeadlineExceeded as e:
+                response = _error(504, str(e))
+            except Exception as e:  # noqa: BLE001 - one line in the log, a 500, the server lives on
+                log.error("error on %s: %s: %s", request.url.path, type(e).__name__, e)
+                response = _error(500, f"internal error ({type(e).__name__})")
+            metrics.requests.labels(route, str(response.status_code)).inc()
+            metrics.request_seconds.labels(route).observe(time.perf_counter() - t0)
+            return response
+        return handler
+
+    routes = [
+        Route("/v1/images/{seed}/{index}.png", measured("/v1/images/{seed}/{index}.png", one_image)),
+        Route("/v1/images", measured("/v1/images", many_images)),
+        Route("/healthz", measured("/healthz", healthz)),
+        Route("/readyz", measured("/readyz", readyz)),
+        Route("/v1/info", measured("/v1/info", info)),
+        Route("/metrics", prometheus),
+    ]
+
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        metrics.requests.labels("other", str(exc.status_code)).inc()
+        return _error(exc.status_code, exc.detail if isinstance(exc.detail, str) else "error")
+
+    @asynccontextmanager
+    async def lifespan(app):
+        # warm-up: one full batch through the whole path before saying ready
+        await batcher.agenerate(0, 0, batcher.max_batch)
+        state["ready"] = True
+        log.info("ready: %s on %s (%s), max batch %d", entry.name, gen.backend_name,
+                 entry.precision, batcher.max_batch)
+        yield
+        state["draining"] = True
+
+    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error},
+                    lifespan=lifespan, max_body_size=1024)
+    app.state.service = state
+    return app
+
+
+def _error(status: int, message: str, headers: dict | None = None) -> Response:
+    return Response(json.dumps({"error": message}) + "\n", status_code=status,
+                    media_type="application/json", headers=headers)

@@ -1,0 +1,163 @@
+"""dcgan-serve: every route and bad input in-process, and one real uvicorn process on 127.0.0.1."""
+
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import HAS_TORCH
+from PIL import Image
+
+pytest.importorskip("starlette")
+pytest.importorskip("httpx2")
+pytestmark = pytest.mark.skipif(not HAS_TORCH, reason="the fixtures export with torch")
+ROOT = Path(__file__).parents[1]
+
+
+@pytest.fixture(scope="module")
+def service(tiny_artifact):
+    from starlette.testclient import TestClient
+
+    from runtime import Generator
+    from runtime.batcher import Batcher
+    from serve.app import Limits, create_app
+
+    with Generator.load(tiny_artifact, backend="ort-cpu") as gen, Batcher(gen, max_batch=16) as b:
+        app = create_app(b, Limits(max_images_per_request=32))
+        with TestClient(app) as client:  # runs the lifespan: warm-up, then ready
+            yield client, gen
+
+
+def _png(body: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(body)))
+
+
+def test_one_image_matches_generate_with_etag_and_304(service, tiny_artifact, tmp_path):
+    client, gen = service
+    r = client.get("/v1/images/7/12.png")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    np.testing.assert_array_equal(_png(r.content), gen.generate(1, seed=7, start=12)[0])
+    # the same bytes dcgan-generate writes for that seed and index
+    from runtime.cli import app as generate_app
+    from runtime.cli_support import run_app
+
+    assert run_app(generate_app, [str(tiny_artifact), "--seed", "7", "--start", "12", "-n", "1",
+                                  "--out", str(tmp_path / "o"), "--backend", "ort-cpu"]) == 0
+    assert r.content == (tmp_path / "o" / "000012.png").read_bytes()
+    assert r.headers["cache-control"] == "public, max-age=31536000, immutable"
+    tag = r.headers["etag"]
+    again = client.get("/v1/images/7/12.png", headers={"If-None-Match": tag})
+    assert again.status_code == 304 and again.content == b""
+    assert client.get("/v1/images/7/13.png").headers["etag"] != tag
+
+
+def test_many_images_npy_grid_and_fresh_seed(service):
+    client, gen = service
+    r = client.get("/v1/images?seed=3&start=4&n=5&format=npy")
+    assert r.status_code == 200
+    np.testing.assert_array_equal(np.load(io.BytesIO(r.content)), gen.generate(5, seed=3, start=4))
+    grid = client.get("/v1/images?seed=3&n=4&format=grid")
+    assert grid.status_code == 200 and _png(grid.content).shape == (2 * 66 + 2, 2 * 66 + 2, 3)
+    fresh = client.get("/v1/images")
+    assert fresh.headers["cache-control"] == "no-store"
+    seed = int(fresh.headers["x-seed"])
+    np.testing.assert_array_equal(_png(fresh.content), gen.generate(1, seed=seed)[0])
+
+
+@pytest.mark.parametrize("path, status, message", [
+    ("/v1/images/abc/1.png", 400, "seed must be a whole number"),
+    ("/v1/images/-1/1.png", 400, "seed must be"),
+    (f"/v1/images/1/{2**128}.png", 400, "index must be in"),
+    ("/v1/images?n=0", 400, "n must be in"),
+    ("/v1/images?n=33&format=npy", 400, "n must be in [1, 32]"),
+    ("/v1/images?n=2&format=png", 400, "use format=grid or format=npy"),
+    ("/v1/images?format=gif", 400, "format must be one of"),
+    ("/v1/images?seed=1&bogus=2", 400, "unknown query parameter"),
+    ("/nope", 404, ""),
+])
+def test_bad_input_is_a_4xx_with_one_line_json_and_the_server_stays_healthy(service, path, status,
+                                                                         message):
+    client, _ = service
+    r = client.get(path)
+    assert r.status_code == status
+    assert message in r.json()["error"] and "\n" not in r.json()["error"]
+    assert client.get("/healthz").status_code == 200
+
+
+def test_health_readiness_info_and_metrics(service):
+    client, _ = service
+    assert client.get("/healthz").json() == {"status": "alive"}
+    assert client.get("/readyz").status_code == 200
+    info = client.get("/v1/info").json()
+    assert info["backend"] == "ort-cpu" and info["limits"]["max_batch"] == 16
+    assert info["manifest"]["model"]["nz"] == 16
+    client.get("/v1/images/1/1.png")
+    text = client.get("/metrics").text
+    for name in ("dcgan_requests_total", "dcgan_request_seconds_bucket", "dcgan_queue_seconds",
+                 "dcgan_batch_size_bucket", "dcgan_images_generated_total",
+                 "dcgan_queue_depth_images", "dcgan_build_info"):
+        assert name in text, name
+    assert 'code="200",route="/v1/images/{seed}/{index}.png"' in text
+
+
+def test_overload_is_503_with_retry_after(tiny_artifact):
+    from starlette.testclient import TestClient
+
+    from runtime import Generator
+    from runtime.batcher import Batcher
+    from serve.app import create_app
+
+    with Generator.load(tiny_artifact, backend="ort-cpu") as gen, \
+            Batcher(gen, max_batch=4, max_queue=4) as b:
+        with TestClient(create_app(b)) as client:
+            r = client.get("/v1/images?n=5&format=npy")
+    assert r.status_code == 503 and r.headers["retry-after"] == "1"
+    assert "retry" in r.json()["error"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str, timeout: float = 10):
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def test_real_server_serves_and_drains_on_sigterm(tiny_artifact):
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "serve.cli", str(tiny_artifact), "--port",
+                             str(port), "--max-batch", "8", "--backend", "ort-cpu"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if _get(base + "/readyz", 1)[0] == 200:
+                    break
+            except OSError:
+                time.sleep(0.1)
+        status, body = _get(base + "/v1/images/5/3.png")
+        assert status == 200 and _png(body).shape == (64, 64, 3)
+        status, body = _get(base + "/v1/images/x/3.png")
+        assert status == 400 and "seed" in json.loads(body)["error"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
