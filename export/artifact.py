@@ -271,7 +271,7 @@ def _build(staging: Path, loaded, layers, opts: ExportOptions, want_trt: bool, o
     if opts.format in ("triton", "all"):
         models = write_repository(staging / "triton", opts.name, staging / "model.onnx",
                                   staging / engine_name if engine_name else None, cfg.nz,
-                                  cfg.image_size, cfg.nc, opts.profile.max_batch, opts.profile.opt_batch)
+                                  cfg.image_size, cfg.nc, opts.profile.max_batch)
         manifest["triton"] = {"repository": "triton", "models": models,
                               "max_batch_size": opts.profile.max_batch}
     return manifest

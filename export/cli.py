@@ -31,7 +31,7 @@ def main_command(
     precision: Annotated[str, typer.Option(help="TensorRT engine precision: fp32 or fp16.")] = "fp32",
     min_batch: Annotated[int, typer.Option(min=1, help="Engine profile: smallest batch.")] = 1,
     opt_batch: Annotated[int, typer.Option(min=1, help="Engine profile: batch to tune for; "
-                                                       "Triton's preferred batch.")] = 64,
+                                                       "TensorRT tunes its kernels for this batch.")] = 64,
     max_batch: Annotated[int, typer.Option(min=1, help="Engine profile: largest batch; Triton's "
                                                        "max_batch_size.")] = 256,
     recalibrate_bn: Annotated[int, typer.Option(min=1, help="Re-estimate BN statistics on N "

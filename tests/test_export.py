@@ -189,7 +189,8 @@ def test_triton_config_parses_against_schema(tiny_checkpoint, tmp_path):
     model = onnx.load(out / "triton" / "dcgan" / "1" / "model.onnx")
     assert config.platform == "onnxruntime_onnx" and config.max_batch_size == 256
     assert config.HasField("dynamic_batching")
-    assert list(config.dynamic_batching.preferred_batch_size) == [64, 256]
+    assert list(config.dynamic_batching.preferred_batch_size) == []  # one profile: none (Triton docs)
+    assert config.dynamic_batching.max_queue_delay_microseconds == 0
     types = {onnx.TensorProto.FLOAT: model_config_pb2.TYPE_FP32,
              onnx.TensorProto.UINT8: model_config_pb2.TYPE_UINT8}
     for spec, value in ((config.input[0], model.graph.input[0]), (config.output[0], model.graph.output[0])):
