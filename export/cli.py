@@ -30,8 +30,8 @@ def main_command(
     out: Annotated[Path, typer.Option(help="Artifact directory.")] = DEFAULT_OUT,
     precision: Annotated[str, typer.Option(help="TensorRT engine precision: fp32 or fp16.")] = "fp32",
     min_batch: Annotated[int, typer.Option(min=1, help="Engine profile: smallest batch.")] = 1,
-    opt_batch: Annotated[int, typer.Option(min=1, help="Engine profile: batch to tune for; "
-                                                       "TensorRT tunes its kernels for this batch.")] = 64,
+    opt_batch: Annotated[int, typer.Option(min=1, help="Engine profile: the batch TensorRT tunes "
+                                                       "its kernels for.")] = 64,
     max_batch: Annotated[int, typer.Option(min=1, help="Engine profile: largest batch; Triton's "
                                                        "max_batch_size.")] = 256,
     recalibrate_bn: Annotated[int, typer.Option(min=1, help="Re-estimate BN statistics on N "
