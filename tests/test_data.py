@@ -127,3 +127,18 @@ def test_shapes_dataset_items():
     image, label = ds[3]
     assert image.shape == (64, 64, 3) and label in (0, 1, 2)
     assert ds.fingerprint == "shapes:0:10"
+
+
+def test_transparent_pixels_become_white():
+    import io
+
+    from PIL import Image
+
+    from train.data import prepare_image
+
+    rgba = np.zeros((64, 64, 4), np.uint8)  # fully transparent black ...
+    rgba[16:48, 16:48] = (200, 10, 10, 255)  # ... around an opaque red square
+    buf = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(buf, format="PNG")
+    out = prepare_image(buf.getvalue(), 3)
+    assert tuple(out[0, 0]) == (255, 255, 255) and tuple(out[32, 32]) == (200, 10, 10)

@@ -154,3 +154,23 @@ def test_png_parts_merge(tiny_artifact, tmp_path):
         expected = gen.generate(6, seed=0)
     for i in range(6):
         assert np.array_equal(np.asarray(Image.open(tmp_path / "all" / f"{i:06d}.png")), expected[i])
+
+
+def test_slurm_array_example_makes_one_data_set(tiny_artifact, tmp_path):
+    """docs/examples/generate_array.sbatch, run as a 3-task array by hand, then dcgan-merge."""
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "ARTIFACT": str(tiny_artifact),
+           "N": "20", "SEED": "5", "OUT": str(tmp_path / "parts"), "SLURM_ARRAY_TASK_COUNT": "3"}
+    for i in range(3):
+        subprocess.run(["bash", str(ROOT / "docs/examples/generate_array.sbatch")], check=True,
+                       env={**env, "SLURM_ARRAY_TASK_ID": str(i)}, capture_output=True, cwd=tmp_path)
+    parts = sorted(str(p) for p in (tmp_path / "parts").iterdir())
+    subprocess.run([str(bin_dir / "dcgan-merge"), *parts, "--out", str(tmp_path / "dataset")],
+                   check=True, capture_output=True)
+    record = json.loads((tmp_path / "dataset" / "manifest.json").read_text())
+    assert record["count"] == 20 and record["seed"] == 5
+    names = []
+    for s in record["shards"]:
+        with tarfile.open(tmp_path / "dataset" / s["file"]) as tar:
+            names += [m.name for m in tar.getmembers() if m.name.endswith(".png")]
+    assert names == [f"{i:06d}.png" for i in range(20)]

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 DEFAULT_SHAPES_LENGTH = 50_000
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: transparent images composited over white
 
 
 class DataError(DcganError):
@@ -96,10 +96,15 @@ def lmdb_source(root: Path) -> Source:
 
 
 def prepare_image(data: bytes, nc: int, size: int = 64) -> np.ndarray:
-    """Decode, resize the shorter side to `size` and centre-crop: uint8 (size, size, nc)."""
+    """Decode, resize the shorter side to `size` and centre-crop: uint8 (size, size, nc).
+    Images with transparency are composited over white first."""
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as im:
+        if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
+            # transparent pixels (icons, cut-outs) over white, not whatever colour they hide
+            rgba = im.convert("RGBA")
+            im = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
         im = im.convert("RGB" if nc == 3 else "L")
         w, h = im.size
         scale = size / min(w, h)
