@@ -12,6 +12,7 @@ from analysis.features import d_features
 from analysis.figures import save_json
 from analysis.sources import per_class_sample, random_discriminator
 from runtime.files import atomic_write_bytes
+from train.plot import figure_png
 
 C_GRID = (1e-4, 1e-3, 1e-2, 1e-1)
 
@@ -66,7 +67,6 @@ def feature_classification(d, cfg, data: str, out: Path, labels_per_class: int =
 
 
 def _bar_chart(result: dict) -> bytes:
-    import io
 
     import matplotlib
 
@@ -84,7 +84,4 @@ def _bar_chart(result: dict) -> bytes:
     ax.set_title(f"L2-SVM on D features, {result['labels_per_class']} labels/class")
     ax.legend(loc="lower right")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig)

@@ -5,7 +5,6 @@ data sits much closer to it than unseen real images do."""
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,8 @@ import numpy as np
 from analysis.features import d_features
 from analysis.figures import save_json, save_rows
 from runtime.files import atomic_write_bytes
+from train.data import to_unit_range
+from train.plot import figure_png
 
 SHOWN = 12  # samples in the side-by-side figure
 SUSPICIOUS_RATIO = 0.5  # generated->train median below half of held-out->train: flag it
@@ -34,7 +35,7 @@ def nearest(queries: np.ndarray, refs: np.ndarray, chunk: int = 256) -> tuple[np
 
 def _pixels(images: np.ndarray) -> np.ndarray:
     """Flattened pixels in [-1, 1], scaled so the distance is a per-pixel RMS difference."""
-    x = images.reshape(len(images), -1).astype(np.float32) / 127.5 - 1
+    x = to_unit_range(images).reshape(len(images), -1)
     return x / np.sqrt(x.shape[1])
 
 
@@ -93,7 +94,4 @@ def _histograms(px_gen, px_held, ft_gen, ft_held) -> bytes:
         ax.set_xlabel("distance to nearest training image")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig)

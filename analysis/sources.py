@@ -10,7 +10,7 @@ import torch
 from runtime.errors import DcganError
 from runtime.generator import Generator as RuntimeGenerator
 from runtime.manifest import MANIFEST_NAME
-from train.data import ImageDataset, open_dataset
+from train.data import ImageDataset, open_dataset, to_unit_range
 from train.models import DiscriminatorNet, build_models
 
 
@@ -91,4 +91,4 @@ def per_class_sample(spec: str, nc: int, per_class: int, seed: int = 0
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
     """uint8 NHWC -> float NCHW in [-1, 1] (the training scaling)."""
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+    return to_unit_range(torch.from_numpy(images).permute(0, 3, 1, 2))

@@ -9,14 +9,16 @@ cache) against one pass over the cache through the training Dataset, in one run.
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
+import typer
 from PIL import Image
 
+from runtime.cli_support import new_app, run_app
 from train import shapes
 from train.data import folder_source, open_dataset, prepare_image
 
@@ -28,15 +30,19 @@ def make_jpegs(root: Path, count: int, size: tuple[int, int]) -> None:
         Image.fromarray(image).resize(size, Image.Resampling.BILINEAR).save(root / f"{i:06d}.jpg", quality=90)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=2000)
-    parser.add_argument("--size", default="178x218", help="JPEG width x height")
-    args = parser.parse_args(argv)
-    size = tuple(int(v) for v in args.size.split("x"))
+app = new_app(__doc__)
+
+
+@app.command()
+def main_command(
+    images: Annotated[int, typer.Option(min=1, help="JPEGs to make and read.")] = 2000,
+    size: Annotated[str, typer.Option(help="JPEG width x height.")] = "178x218",
+) -> None:
+    """Time decoding JPEG folders against reading the memmap cache."""
+    size = tuple(int(v) for v in size.split("x"))
     with tempfile.TemporaryDirectory() as tmp:
         root, cache = Path(tmp) / "jpegs", Path(tmp) / "cache"
-        make_jpegs(root, args.images, size)
+        make_jpegs(root, images, size)
         source = folder_source(root)
         t0 = time.perf_counter()
         for i in range(source.count):
@@ -48,10 +54,14 @@ def main(argv: list[str] | None = None) -> None:
         t0 = time.perf_counter()
         batch = np.stack([dataset[i][0] for i in range(len(dataset))])
         cached = len(dataset) / (time.perf_counter() - t0)
-    assert batch.shape == (args.images, 64, 64, 3)
-    print(f"{args.images} JPEGs of {size[0]}x{size[1]}: decode+resize {decode:.0f} images/s; "
+    assert batch.shape == (images, 64, 64, 3)
+    print(f"{images} JPEGs of {size[0]}x{size[1]}: decode+resize {decode:.0f} images/s; "
           f"cache build {build:.1f} s once; reading the cache {cached:.0f} images/s "
           f"({cached / decode:.0f}x)")
+
+
+def main() -> None:
+    raise SystemExit(run_app(app, prog="data_cache"))
 
 
 if __name__ == "__main__":

@@ -13,14 +13,15 @@ freshly initialised G with BN folded: speed does not depend on their values.
 
 from __future__ import annotations
 
-import argparse
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 import onnxruntime as ort
 import torch
+import typer
 
 from benchmarks.flops import generator_flops, matmul_gflops
 from benchmarks.harness import time_calls
@@ -29,6 +30,7 @@ from export.fold import fold_generator
 from export.onnx_graph import build_onnx
 from export.quantize import build_int8_onnx
 from runtime.backend import physical_cores
+from runtime.cli_support import new_app, run_app
 from runtime.files import atomic_write_text
 from train.config import ModelConfig
 from train.models import build_models
@@ -86,18 +88,22 @@ def sharded(sess: ort.InferenceSession, pool: ThreadPoolExecutor, cores: int):
     return run
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ngf", type=int, default=64)
-    parser.add_argument("--batches", default="1,64,256")
-    parser.add_argument("--min-seconds", type=float, default=3.0, help="timed seconds per cell")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; cells give the median")
-    parser.add_argument("--out", default=None, help="write a markdown table here")
-    args = parser.parse_args(argv)
-    batches = [int(b) for b in args.batches.split(",")]
+app = new_app(__doc__)
+
+
+@app.command()
+def main_command(
+    ngf: Annotated[int, typer.Option(min=1, help="Generator width.")] = 64,
+    batches: Annotated[str, typer.Option(help="Batch sizes, comma-separated.")] = "1,64,256",
+    min_seconds: Annotated[float, typer.Option(help="Timed seconds per cell.")] = 3.0,
+    rounds: Annotated[int, typer.Option(min=1, help="Interleaved rounds; cells give the median.")] = 3,
+    out: Annotated[str | None, typer.Option(help="Write a markdown table here.")] = None,
+) -> None:
+    """ONNX Runtime CPU options side by side on one model."""
+    batches = [int(b) for b in batches.split(",")]
 
     torch.manual_seed(0)
-    cfg = ModelConfig(ngf=args.ngf)
+    cfg = ModelConfig(ngf=ngf)
     g = recalibrate_bn(build_models(cfg)[0], 4, 64)
     layers = fold_generator(g)
     models = {layout: build_onnx(layers, cfg, "fp32", layout=layout).SerializeToString()
@@ -115,12 +121,12 @@ def main(argv: list[str] | None = None) -> None:
             lambda x, s=sess: s.run(["images"], {"z": x}))
     # rounds interleave the variants, so a slow minute on a shared machine hits them all alike
     rates = {(v.name, b): [] for v in VARIANTS for b in batches}
-    for r in range(args.rounds):
+    for r in range(rounds):
         for v in VARIANTS:
             for b in batches:
-                t = time_calls(runs[v.name], z_all[:b], 2, 3, args.min_seconds / args.rounds)
+                t = time_calls(runs[v.name], z_all[:b], 2, 3, min_seconds / rounds)
                 rates[v.name, b].append(b / np.median(t))
-                print(f"round {r + 1}/{args.rounds} {v.name:70s} batch {b:4d}: "
+                print(f"round {r + 1}/{rounds} {v.name:70s} batch {b:4d}: "
                       f"{rates[v.name, b][-1]:8.1f} images/s", flush=True)
     header = ["variant"] + [f"batch {b}" for b in batches]
     lines = []
@@ -131,16 +137,20 @@ def main(argv: list[str] | None = None) -> None:
             cells.append(f"{rate:.0f} img/s ({rate / bound:.0%})")
         lines.append(cells)
     m = describe()
-    text = (f"ONNX Runtime CPU options, ngf={args.ngf}: {m['cpu']}, {m['cores']} cores, "
+    text = (f"ONNX Runtime CPU options, ngf={ngf}: {m['cpu']}, {m['cores']} cores, "
             f"onnxruntime {ort.__version__}, {time.strftime('%Y-%m-%d')}. fp32 matmul "
             f"{gflops:.1f} GFLOP/s -> bound {bound:.0f} images/s "
             f"({generator_flops(cfg) / 1e9:.4f} GFLOP/image). Each cell: the median of "
-            f"{args.rounds} interleaved rounds.\n\n"
+            f"{rounds} interleaved rounds.\n\n"
             "| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n"
             + "\n".join("| " + " | ".join(c) + " |" for c in lines) + "\n")
     print(text)
-    if args.out:
-        atomic_write_text(args.out, text)
+    if out:
+        atomic_write_text(out, text)
+
+
+def main() -> None:
+    raise SystemExit(run_app(app, prog="ort_options"))
 
 
 if __name__ == "__main__":

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
 from runtime.files import atomic_write_bytes, atomic_write_text
+from train.plot import figure_png
 
 COLUMNS = ("backend", "batch", "images/s", "vs eager", "of bound", "p50 ms", "p99 ms", "reps",
            "spread", "max abs err", "uint8 max", "uint8 mean", "ok")
@@ -74,10 +74,7 @@ def plot(result: dict) -> bytes:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig)
 
 
 def write_outputs(result: dict, out: Path) -> None:

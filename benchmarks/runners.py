@@ -25,10 +25,8 @@ class Runner:
     close: Callable[[], None] = lambda: None
 
 
-def torch_runner(name: str, module: torch.nn.Module, channels_last: bool = False) -> Runner:
+def torch_runner(name: str, module: torch.nn.Module) -> Runner:
     module = module.eval()
-    if channels_last:
-        module = module.to(memory_format=torch.channels_last)
 
     @torch.no_grad()
     def float_out(z: np.ndarray) -> np.ndarray:

@@ -202,6 +202,13 @@ def open_dataset(spec: str, nc: int = 3, cache_dir: Path | None = None,
     return ImageDataset(images, labels, meta["classes"], meta["fingerprint"], nc=nc)
 
 
+def to_unit_range(images):
+    """uint8 images -> float32 in [-1, 1] (the inverse of runtime.images.to_uint8), same layout;
+    numpy arrays and torch tensors alike."""
+    return images.astype(np.float32) / np.float32(127.5) - 1 if isinstance(images, np.ndarray) \
+        else images.float() / 127.5 - 1
+
+
 def collate_uint8(batch: list[tuple[np.ndarray, int]]):
     """Stack items into (B, 64, 64, C) uint8 and (B,) labels; scaling happens on the device."""
     import torch

@@ -21,7 +21,7 @@ from runtime.files import atomic_write_text
 from runtime.images import make_grid, save_image
 from train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from train.config import ModelConfig
-from train.data import collate_uint8, open_dataset
+from train.data import collate_uint8, open_dataset, to_unit_range
 from train.distributed import Distributed, setup_distributed
 from train.ema import ema_decay, update_ema
 from train.latent import sample_latent
@@ -329,8 +329,8 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool, overwrite: bo
                                 generator=torch.Generator().manual_seed(cfg.seed + epoch))
             for images, _ in loader:
                 # uint8 NHWC -> float NCHW in [-1, 1], the inverse of to_uint8
-                real = images.to(device, non_blocking=True).permute(0, 3, 1, 2).float()
-                real = (real / 127.5 - 1).contiguous(memory_format=memory_format)
+                real = to_unit_range(images.to(device, non_blocking=True).permute(0, 3, 1, 2))
+                real = real.contiguous(memory_format=memory_format)
                 b = real.size(0)
                 ones = torch.ones(b, device=device)
                 real_targets = torch.full((b,), 1.0 - cfg.label_smoothing, device=device)

@@ -13,6 +13,16 @@ from runtime.files import atomic_write_bytes
 log = logging.getLogger(__name__)
 
 
+def figure_png(fig) -> bytes:
+    """A matplotlib figure as PNG bytes; the figure is closed."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
 def plot_losses(metrics_path: Path, out_path: Path) -> None:
     """Write a PNG of the losses; skipped with a warning if matplotlib is missing."""
     try:
@@ -49,7 +59,4 @@ def plot_losses(metrics_path: Path, out_path: Path) -> None:
         ax.legend()
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    atomic_write_bytes(out_path, buf.getvalue())
+    atomic_write_bytes(out_path, figure_png(fig))
