@@ -331,3 +331,22 @@ def test_bad_options_are_usage_errors(capsys, module, argv, message):
     assert run_app(app, argv, prog="dcgan") == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_train_interrupted_during_start_up_exits_130_and_leaves_nothing(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(3000):  # enough that building the cache takes a while
+        Image.fromarray(np.full((96, 96, 3), i % 256, np.uint8)).save(folder / f"{i:05d}.png")
+    cache, out = tmp_path / "cache", tmp_path / "run"
+    proc = _start(["-m", "train.cli", "--data", str(folder), "--cache-dir", str(cache), "--out",
+                   str(out), "--ngf", "8", "--ndf", "8", "--steps", "1"])
+    _wait_for(lambda: cache.is_dir() and any(p.name.endswith(".tmp") for p in cache.iterdir()))
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "stopped by SIGINT" in err and "Traceback" not in err
+    assert not (out / "config.json").exists()
+    assert not [p for p in cache.iterdir() if p.name.endswith(".tmp")]
