@@ -29,13 +29,46 @@ def cuda_call(result):
     if err != rt.cudaError_t.cudaSuccess:
         name = rt.cudaGetErrorName(err)[1]
         name = name.decode() if isinstance(name, bytes) else str(name)
-        hint = (" — no usable NVIDIA driver/GPU on this machine"
-                if err == rt.cudaError_t.cudaErrorInsufficientDriver
-                or err == rt.cudaError_t.cudaErrorNoDevice else "")
+        if err == rt.cudaError_t.cudaErrorInsufficientDriver:
+            hint = f" — {driver_problem()}"
+        elif err == rt.cudaError_t.cudaErrorNoDevice:
+            hint = " — no NVIDIA GPU on this machine"
+        else:
+            hint = ""
         raise CudaError(f"CUDA call failed: {name} ({int(err)}){hint}")
     if not values:
         return None
     return values[0] if len(values) == 1 else values
+
+
+def _driver_cuda_version() -> int | None:
+    """The CUDA version the installed driver supports (e.g. 12040), or None without a driver."""
+    try:
+        libcuda = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return None
+    version = ctypes.c_int(0)
+    if libcuda.cuDriverGetVersion(ctypes.byref(version)) != 0:
+        return None
+    return version.value
+
+
+def driver_problem() -> str:
+    """Why the CUDA runtime reports an insufficient driver: none at all, or one too old."""
+    driver = _driver_cuda_version()
+    if driver is None:
+        return "no NVIDIA driver on this machine (no GPU, or the driver is not installed)"
+    runtime = cuda_runtime_version()
+    have = f"{driver // 1000}.{driver % 1000 // 10}"
+    need = f"{runtime // 1000}.{runtime % 1000 // 10}" if runtime else "a newer CUDA"
+    return (f"the NVIDIA driver supports CUDA {have}, older than the installed CUDA {need} stack — "
+            f"update the driver, or install the stack of its CUDA major: make install "
+            f"GPU=cu{driver // 1000} (README, \"GPU\")")
+
+
+def cuda_runtime_version() -> int | None:
+    err, version = cudart().cudaRuntimeGetVersion()
+    return int(version) if int(err) == 0 else None
 
 
 @dataclass(frozen=True)

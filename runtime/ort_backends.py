@@ -16,6 +16,7 @@ class OrtBackend(Backend):
     """What the ONNX Runtime backends share: how a session is opened, and released."""
 
     providers: list = ["CPUExecutionProvider"]
+    log_severity = 3  # errors only
 
     def _open_session(self, model_path: Path, threads: int):
         ort = import_onnxruntime()
@@ -23,7 +24,7 @@ class OrtBackend(Backend):
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.intra_op_num_threads = threads
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.log_severity_level = 3  # errors only; provider fallbacks are checked below
+        opts.log_severity_level = self.log_severity
         try:
             session = ort.InferenceSession(str(model_path), opts, providers=self.providers)
         except Exception as e:  # onnxruntime raises its own types for a bad file: one error here
@@ -82,6 +83,9 @@ class OrtCudaBackend(OrtBackend):
     """ONNX Runtime, CUDA execution provider, with I/O binding (uint8 output copied once)."""
 
     name = "ort-cuda"
+    # warnings too: ONNX Runtime says why the CUDA provider could not start (missing CUDA or
+    # cuDNN library, driver too old) only as a warning, then falls back to the CPU
+    log_severity = 2
 
     def _activate(self, model_path: Path) -> None:
         ort = import_onnxruntime()

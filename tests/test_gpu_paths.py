@@ -285,3 +285,18 @@ def test_gpu_extras_resolve_to_one_cuda_major(tmp_path, extra, major):
         assert int(installs["onnxruntime-gpu"].split(".")[1]) < 27
     else:  # CUDA 13's libraries dropped the suffix; their versions say the major
         assert installs["nvidia-cuda-runtime"].startswith("13."), installs
+
+
+# -- 2. a driver too old for the stack is its own error, not "no GPU" ------------------------
+
+def test_insufficient_driver_says_whether_it_is_missing_or_too_old(monkeypatch):
+    pytest.importorskip("cuda.bindings.runtime")
+    import runtime.cuda as cuda
+
+    monkeypatch.setattr(cuda, "_driver_cuda_version", lambda: None)
+    assert "no NVIDIA driver on this machine" in cuda.driver_problem()
+    monkeypatch.setattr(cuda, "_driver_cuda_version", lambda: 12040)
+    monkeypatch.setattr(cuda, "cuda_runtime_version", lambda: 13000)
+    message = cuda.driver_problem()
+    assert "supports CUDA 12.4, older than the installed CUDA 13.0 stack" in message
+    assert "make install GPU=cu12" in message
