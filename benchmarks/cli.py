@@ -51,20 +51,20 @@ def reference_generator(checkpoint: Path, manifest: dict):
     return loaded.generator.eval(), loaded.config
 
 
-def end_to_end(artifact: Path, images: int, batch: int) -> dict:
-    """Time dcgan-generate itself writing `images` PNGs (ort-cpu)."""
+def end_to_end(artifact: Path, images: int, batch: int, fmt: str = "png") -> dict:
+    """Time dcgan-generate itself writing `images` images in format `fmt` (ort-cpu)."""
     from runtime.cli import app as generate_app
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         code = run_app(generate_app, [str(artifact), "-n", str(images), "--out", tmp,
-                                      "--backend", "ort-cpu", "--batch-size", str(batch)],
-                       prog="dcgan-generate")
+                                      "--backend", "ort-cpu", "--batch-size", str(batch),
+                                      "--format", fmt], prog="dcgan-generate")
         seconds = time.perf_counter() - t0
     if code != 0:
         raise DcganError("dcgan-generate failed inside the benchmark (see above)")
-    return {"images": images, "batch": batch, "backend": "ort-cpu", "seconds": seconds,
-            "images_per_s": images / seconds}
+    return {"images": images, "batch": batch, "backend": "ort-cpu", "format": fmt,
+            "seconds": seconds, "images_per_s": images / seconds}
 
 
 @app.command()
@@ -141,10 +141,13 @@ def main_command(
         "timing": {"warmup_iters": warmup_iters, "min_reps": min_reps, "min_seconds": min_seconds},
     }
     if e2e_images:
-        e2e = end_to_end(artifact, e2e_images, 64)
         inference = [r for r in rows if r.backend == "ort-cpu" and r.batch == 64]
-        e2e["inference_images_per_s"] = inference[0].images_per_s if inference else None
-        result["end_to_end"] = e2e
+        formats = []
+        for fmt in ("png", "tar", "npy"):
+            e2e = end_to_end(artifact, e2e_images, 64, fmt)
+            e2e["inference_images_per_s"] = inference[0].images_per_s if inference else None
+            formats.append(e2e)
+        result["end_to_end"], result["end_to_end_formats"] = formats[0], formats
     typer.echo(text_table(result["rows"]))
     if result.get("end_to_end"):
         e = result["end_to_end"]

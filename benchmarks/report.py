@@ -52,6 +52,8 @@ def markdown(result: dict) -> str:
         if e.get("inference_images_per_s"):
             tail += f", against {e['inference_images_per_s']:.1f} images/s of inference alone at that batch"
         tail += "."
+        for f in result.get("end_to_end_formats", [])[1:]:
+            tail += f" `--format {f['format']}`: {f['images_per_s']:.1f} images/s."
     skipped = "".join(f"\n- {s['backend']}: not measured ({s['reason']})" for s in result["skipped"])
     return head + markdown_table(result["rows"]) + tail + ("\n" + skipped if skipped else "") + "\n"
 
