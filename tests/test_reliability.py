@@ -70,7 +70,7 @@ def test_generate_interrupted_exits_non_zero_and_leaves_no_temporary_file(
     assert f"stopped by {signal.Signals(signum).name}" in err
     assert "Traceback" not in err
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no .tmp, no lock
-    assert not (out / "manifest.json").exists()  # the run did not complete
+    assert json.loads((out / "manifest.json").read_text())["status"] == "incomplete"
 
 
 def test_export_interrupted_exits_130_and_writes_nothing(tiny_checkpoint, tmp_path):
