@@ -43,6 +43,8 @@ from runtime.latents import MAX_INDEX, MAX_SEED
 log = logging.getLogger("dcgan-serve")
 IMMUTABLE = "public, max-age=31536000, immutable"
 FORMATS = ("png", "npy", "grid")
+MAX_BODY_BYTES = 1024  # every route is a GET; a body is a client error, not something to read
+MAX_HEADER_BYTES = 16 * 1024
 
 
 @dataclass(frozen=True)
@@ -176,6 +178,10 @@ def create_app(batcher: Batcher, limits: Limits = Limits()) -> Starlette:
         async def handler(request: Request) -> Response:
             t0 = time.perf_counter()
             try:
+                if int(request.headers.get("content-length") or 0) > MAX_BODY_BYTES:
+                    raise BadRequest("request bodies are not accepted (every route is a GET)", 413)
+                if sum(len(k) + len(v) for k, v in request.headers.raw) > MAX_HEADER_BYTES:
+                    raise BadRequest(f"request headers above {MAX_HEADER_BYTES} bytes", 431)
                 response = await endpoint(request)
             except BadRequest as e:
                 response = _error(e.status, str(e))
@@ -217,7 +223,7 @@ def create_app(batcher: Batcher, limits: Limits = Limits()) -> Starlette:
         state["draining"] = True
 
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error},
-                    lifespan=lifespan, max_body_size=1024)
+                    lifespan=lifespan)
     app.state.service = state
     return app
 

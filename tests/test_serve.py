@@ -92,6 +92,13 @@ def test_bad_input_is_a_4xx_with_one_line_json_and_the_server_stays_healthy(serv
     assert client.get("/healthz").status_code == 200
 
 
+def test_oversized_body_and_header_are_refused(service):
+    client, _ = service
+    r = client.request("GET", "/v1/images/1/1.png", content=b"x" * 4096)
+    assert r.status_code == 413 and "bodies are not accepted" in r.json()["error"]
+    assert client.get("/healthz").status_code == 200
+
+
 def test_health_readiness_info_and_metrics(service):
     client, _ = service
     assert client.get("/healthz").json() == {"status": "alive"}
@@ -155,6 +162,15 @@ def test_real_server_serves_and_drains_on_sigterm(tiny_artifact):
         assert status == 200 and _png(body).shape == (64, 64, 3)
         status, body = _get(base + "/v1/images/x/3.png")
         assert status == 400 and "seed" in json.loads(body)["error"]
+        huge = urllib.request.Request(base + "/healthz", headers={"X-Big": "y" * 70000})
+        try:
+            status = urllib.request.urlopen(huge, timeout=10).status
+        except urllib.error.HTTPError as e:
+            status = e.code
+        except OSError:  # the server may close the connection instead of answering
+            status = "closed"
+        assert status in (400, 431, "closed")
+        assert _get(base + "/healthz")[0] == 200  # and it stays healthy
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
