@@ -12,7 +12,6 @@ cancels. Writes generate.json and generate.md.
 
 from __future__ import annotations
 
-import json
 import re
 import statistics
 import subprocess
@@ -24,9 +23,9 @@ from typing import Annotated
 import typer
 
 from benchmarks import machine
+from benchmarks.report import write_result
 from runtime.cli_support import Debug, new_app, run_app
 from runtime.errors import DcganError
-from runtime.files import atomic_write_text
 
 app = new_app(__doc__)
 FORMATS = ("png", "tar", "npy")
@@ -97,9 +96,7 @@ def main_command(
 ) -> None:
     """Measure dcgan-generate's formats against inference alone (see the module docstring)."""
     result = measure(artifact, n, rounds)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "generate.json", json.dumps(result, indent=2) + "\n")
-    atomic_write_text(out / "generate.md", markdown(result))
+    write_result(out, "generate", result, markdown(result))
     typer.echo(markdown(result))
 
 

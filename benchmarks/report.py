@@ -79,8 +79,13 @@ def plot(result: dict) -> bytes:
     return figure_png(fig)
 
 
-def write_outputs(result: dict, out: Path) -> None:
+def write_result(out: Path, stem: str, result: dict, text: str) -> None:
+    """out/STEM.json (the numbers) and out/STEM.md (the table), atomically."""
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "bench.json", json.dumps(result, indent=2) + "\n")
-    atomic_write_text(out / "bench.md", markdown(result))
+    atomic_write_text(out / f"{stem}.json", json.dumps(result, indent=2) + "\n")
+    atomic_write_text(out / f"{stem}.md", text)
+
+
+def write_outputs(result: dict, out: Path) -> None:
+    write_result(out, "bench", result, markdown(result))
     atomic_write_bytes(out / "bench.png", plot(result))

@@ -14,7 +14,6 @@ deadline; traffic goes to 127.0.0.1 only.
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import socket
 import statistics
@@ -27,9 +26,9 @@ from typing import Annotated
 import typer
 
 from benchmarks import machine
+from benchmarks.report import write_result
 from runtime.cli_support import Debug, new_app, run_app
 from runtime.errors import DcganError
-from runtime.files import atomic_write_text
 
 app = new_app(__doc__)
 ROOT = Path(__file__).parents[1]
@@ -171,9 +170,7 @@ def main_command(
     rows = asyncio.run(_serve_runs(artifact, 64, counts, seconds))
     rows += asyncio.run(_serve_runs(artifact, 1, [max(counts)], seconds))
     result["rows"] = rows
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "serve.json", json.dumps(result, indent=2) + "\n")
-    atomic_write_text(out / "serve.md", markdown(result))
+    write_result(out, "serve", result, markdown(result))
     typer.echo(markdown(result))
 
 

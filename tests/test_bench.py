@@ -85,3 +85,15 @@ def test_wrong_checkpoint_is_refused(tiny_artifact, tmp_path, capsys):
                          str(tmp_path / "b")], prog="dcgan-bench")
     assert code == 1
     assert "is not the checkpoint this artifact was exported from" in capsys.readouterr().err
+
+
+def test_generate_speed_measures_every_format_against_inference(tiny_artifact, tmp_path):
+    from benchmarks.generate_speed import app as speed_app
+    from runtime.cli_support import run_app
+
+    assert run_app(speed_app, [str(tiny_artifact), "-n", "64", "--rounds", "1", "--out",
+                               str(tmp_path)], prog="generate_speed") == 0
+    result = json.loads((tmp_path / "generate.json").read_text())
+    assert set(result["ratio_to_inference"]) == {"png", "tar", "npy"}
+    assert all(r > 0 for r in result["ratio_to_inference"].values())
+    assert "`dcgan-generate --format tar`" in (tmp_path / "generate.md").read_text()
