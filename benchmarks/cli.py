@@ -41,7 +41,8 @@ def _parse_batches(text: str) -> list[int]:
 
 def reference_generator(checkpoint: Path, manifest: dict):
     """G as the artifact was exported from it: the same BN recalibration, eval mode, fp32."""
-    loaded = load_for_export(checkpoint)
+    # the weights the artifact was exported from: the EMA where it was, the last iterate if not
+    loaded = load_for_export(checkpoint, ema=manifest["source"].get("weights") != "generator")
     if loaded.sha256 != manifest["source"]["sha256"]:
         raise DcganError(f"{checkpoint} is not the checkpoint this artifact was exported from "
                          f"(sha256 differs) — pass --checkpoint {manifest['source']['checkpoint']}")
