@@ -34,6 +34,21 @@ def _gpu_required(request):
         pytest.fail(f"DCGAN_REQUIRE_GPU=1, but this GPU test cannot run: {reason}")
 
 
+def disk_full_at(monkeypatch, call: int) -> None:
+    """Make the image encoder of runtime.writer raise ENOSPC on its `call`-th image."""
+    import runtime.writer
+
+    real, calls = runtime.writer.encode_image, {"n": 0}
+
+    def failing(image, fmt):
+        calls["n"] += 1
+        if calls["n"] == call:
+            raise OSError(28, "No space left on device")
+        return real(image, fmt)
+
+    monkeypatch.setattr(runtime.writer, "encode_image", failing)
+
+
 def tiny_train(out: Path, steps: int = 4, resume: bool = False, overwrite: bool = False,
                **overrides):
     """Train a tiny model on shapes for a few steps; returns the TrainResult."""

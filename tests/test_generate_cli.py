@@ -2,7 +2,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import HAS_TORCH
+from conftest import HAS_TORCH, disk_full_at
 from PIL import Image
 
 from runtime import Generator
@@ -98,18 +98,7 @@ def test_refuses_non_empty_output_without_overwrite(tiny_artifact, tmp_path, cap
 
 
 def test_failure_mid_run_leaves_no_partial_image(tiny_artifact, tmp_path, capsys, monkeypatch):
-    import runtime.writer
-
-    real = runtime.writer.encode_image
-    calls = {"n": 0}
-
-    def failing(image, fmt):
-        calls["n"] += 1
-        if calls["n"] == 20:
-            raise OSError(28, "No space left on device")
-        return real(image, fmt)
-
-    monkeypatch.setattr(runtime.writer, "encode_image", failing)
+    disk_full_at(monkeypatch, 20)
     out = tmp_path / "o"
     code, _, err = _run([tiny_artifact, "-n", 64, "--out", out, "--batch-size", 8], capsys)
     assert code == 1

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import HAS_TORCH
+from conftest import HAS_TORCH, disk_full_at
 from PIL import Image
 
 from runtime import Generator
@@ -101,17 +101,7 @@ def test_resume_with_another_seed_or_artifact_is_refused(tiny_artifact, tmp_path
 
 
 def test_full_disk_leaves_no_partial_shard(tiny_artifact, tmp_path, monkeypatch, capsys):
-    import runtime.writer
-
-    real, calls = runtime.writer.encode_image, {"n": 0}
-
-    def failing(image, fmt):
-        calls["n"] += 1
-        if calls["n"] == 15:
-            raise OSError(28, "No space left on device")
-        return real(image, fmt)
-
-    monkeypatch.setattr(runtime.writer, "encode_image", failing)
+    disk_full_at(monkeypatch, 15)
     out = tmp_path / "o"
     assert _run([tiny_artifact, "-n", 30, "--out", out, "--format", "tar", "--shard-size", 10,
                  "--batch-size", 5]) == 1
