@@ -71,8 +71,10 @@ def stop_on_signals() -> Iterator[None]:
     try:
         yield
     finally:
+        # Once interrupted, the command is on its way out: a repeated Ctrl-C while the error is
+        # printed must not turn the exit code into a bare "killed by SIGINT", so keep ignoring.
         for s, h in previous.items():
-            signal.signal(s, h)
+            signal.signal(s, signal.SIG_IGN if received else h)
 
 
 def _interrupting_signal(error: BaseException) -> int | None:
