@@ -25,7 +25,7 @@ Data = Annotated[str, typer.Option(help="shapes, shapes:N, or a folder with one 
 
 
 def _device() -> str:
-    from train.loop import pick_device
+    from train.device import pick_device
 
     return str(pick_device("auto"))
 

@@ -52,8 +52,8 @@ def disk_full_at(monkeypatch, call: int) -> None:
 def tiny_train(out: Path, steps: int = 4, resume: bool = False, overwrite: bool = False,
                **overrides):
     """Train a tiny model on shapes for a few steps; returns the TrainResult."""
-    from train.config import ModelConfig
-    from train.loop import TrainConfig, train
+    from train.config import ModelConfig, TrainConfig
+    from train.loop import train
 
     model_keys = {"nz", "ngf", "ndf", "nc", "latent"}
     model = ModelConfig(**{"nz": 16, "ngf": 8, "ndf": 8,

@@ -175,7 +175,7 @@ def test_resume_refuses_another_configuration_or_data(tmp_path):
     from conftest import tiny_train
 
     from train.checkpoint import load_checkpoint, save_checkpoint
-    from train.loop import TrainingError
+    from train.errors import TrainingError
 
     tiny_train(tmp_path / "r", steps=2, data="shapes:64")
     ckpt = tmp_path / "r" / "checkpoints" / "last.pt"
@@ -313,11 +313,11 @@ def test_nan_loss_without_any_checkpoint_says_so(tmp_path, monkeypatch):
     import torch
     from conftest import tiny_train
 
-    import train.loop
-    from train.loop import TrainingError
+    import train.step
+    from train.errors import TrainingError
 
     real = torch.nn.functional.binary_cross_entropy_with_logits
-    monkeypatch.setattr(train.loop.F, "binary_cross_entropy_with_logits",
+    monkeypatch.setattr(train.step.F, "binary_cross_entropy_with_logits",
                         lambda *a, **k: real(*a, **k) * float("nan"))
     with pytest.raises(TrainingError, match="no checkpoint had been written yet"):
         tiny_train(tmp_path / "r", steps=5)

@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 from conftest import tiny_train  # noqa: E402
 
 from train.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
-from train.loop import TrainingError  # noqa: E402
+from train.errors import TrainingError  # noqa: E402
 
 
 def _assert_same_weights(a: dict, b: dict):
@@ -78,7 +78,7 @@ def test_resume_without_checkpoint_is_an_error(tmp_path):
 
 
 def test_nan_guard_keeps_last_good_checkpoint(tmp_path, monkeypatch):
-    import train.loop
+    import train.step
 
     real_bce = torch.nn.functional.binary_cross_entropy_with_logits
     calls = {"n": 0}
@@ -88,7 +88,7 @@ def test_nan_guard_keeps_last_good_checkpoint(tmp_path, monkeypatch):
         loss = real_bce(*args, **kwargs)
         return loss * float("nan") if calls["n"] > 9 else loss  # 3 BCE calls per step: step 4
 
-    monkeypatch.setattr(train.loop.F, "binary_cross_entropy_with_logits", poisoned)
+    monkeypatch.setattr(train.step.F, "binary_cross_entropy_with_logits", poisoned)
     with pytest.raises(TrainingError, match="non-finite at step 4"):
         tiny_train(tmp_path / "r", steps=10, save_every=2)
     assert load_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")["step"] == 2
@@ -159,7 +159,7 @@ def test_two_process_gloo_ranks_stay_identical(tmp_path):
 
 
 def test_instance_noise_and_label_smoothing(tmp_path):
-    from train.loop import with_noise
+    from train.step import with_noise
 
     x = torch.zeros(4, 3, 64, 64)
     assert with_noise(x, 0.0) is x

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import fields
 from typing import Annotated
 
 import typer
 
 from runtime.cli_support import Debug, check_choice, new_app, run_app
 from runtime.latents import DISTRIBUTIONS
-from train.config import ModelConfig
-from train.loop import TrainConfig, TrainingError, parse_device, train
-from train.recipe import RECIPE_NAMES, recipe_settings
+from train.config import ModelConfig, TrainConfig
+from train.device import parse_device
+from train.errors import TrainingError
+from train.loop import train
+from train.recipe import RECIPE_NAMES, RECIPE_SETTINGS, recipe_settings
 
 log = logging.getLogger("dcgan-train")
 app = new_app(__doc__)
@@ -103,6 +106,7 @@ def main_command(
     grid per epoch), metrics.jsonl and loss.png. SIGINT/SIGTERM save a checkpoint and exit
     130/143; --resume continues bit-exactly on CPU. Under torchrun, trains with DDP.
     """
+    options = dict(locals())  # every option above, by the name of the config field it sets
     check_choice(latent, DISTRIBUTIONS, "--latent")
     check_choice(recipe, RECIPE_NAMES, "--recipe")
     if device != "auto":
@@ -112,17 +116,11 @@ def main_command(
             raise typer.BadParameter(str(e)) from None
     if nc not in (1, 3):
         raise typer.BadParameter(f"--nc must be 1 or 3, got {nc}")
-    model_cfg = ModelConfig(nz=nz, ngf=ngf, ndf=ndf, nc=nc, latent=latent)
-    given = dict(batch_size=batch_size, lr=lr, lr_d=lr_d, beta1=beta1, beta2=beta2,
-                 label_smoothing=label_smoothing, instance_noise=instance_noise,
-                 instance_noise_floor=instance_noise_floor, instance_noise_steps=instance_noise_steps,
-                 r1_gamma=r1_gamma, r1_every=r1_every, ema=ema)
+    model_cfg = ModelConfig(**_fields_of(ModelConfig, options))
+    # the recipe fills each of its settings the user left unset (None)
+    given = {k: options[k] for k in RECIPE_SETTINGS}
     recipe, settings = recipe_settings(recipe, data, given)
-    cfg = TrainConfig(data=data, out=out, epochs=epochs, steps=steps, seed=seed, device=device,
-                      bf16=bf16, channels_last=channels_last, workers=workers,
-                      save_every=save_every, keep_every=keep_every, log_every=log_every,
-                      cache_dir=cache_dir, quality_every=quality_every,
-                      quality_samples=quality_samples, recipe=recipe, **settings)
+    cfg = TrainConfig(**{**_fields_of(TrainConfig, options), **settings, "recipe": recipe})
     if data == DEFAULTS.data and out == DEFAULTS.out:
         log.info("training on the built-in shapes data into %s/ (defaults)", out)
     if not resume:
@@ -132,6 +130,11 @@ def main_command(
     result = train(cfg, model_cfg, resume=resume, overwrite=overwrite)
     log.info("done: step %d, checkpoint %s, samples %s", result.step,
              result.run_dir / "checkpoints" / "last.pt", result.run_dir / "samples" / "last.png")
+
+
+def _fields_of(config_cls, options: dict) -> dict:
+    """The options that are fields of the dataclass `config_cls`."""
+    return {f.name: options[f.name] for f in fields(config_cls) if f.name in options}
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""The model config: one frozen dataclass, stored in every checkpoint so nothing is repeated later."""
+"""The two configs every checkpoint stores: the model (frozen) and the training run."""
 
 from __future__ import annotations
 
@@ -35,3 +35,35 @@ class ModelConfig:
     def from_dict(cls, d: dict) -> ModelConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass
+class TrainConfig:
+    data: str = "shapes"  # shapes, shapes:N, an image folder or an lmdb directory
+    out: str = "runs/dcgan"  # the run directory
+    epochs: int = 1  # passes over the data (ignored when steps is set)
+    steps: int | None = None  # total optimizer steps, overriding epochs
+    batch_size: int = 128  # per process
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    seed: int = 0
+    device: str = "auto"  # auto (cuda, mps, cpu), cpu, cuda, cuda:N, mps
+    bf16: bool = False  # bf16 autocast, CUDA only
+    channels_last: bool = False
+    workers: int = 2  # data-loader worker processes
+    save_every: int = 500  # steps between rewrites of checkpoints/last.pt
+    keep_every: int = 1  # keep checkpoints/epoch_K.pt every K epochs (0: never)
+    log_every: int = 10  # steps between metrics.jsonl lines
+    label_smoothing: float = 0.0  # D's target for real images is 1 - this (one-sided smoothing)
+    instance_noise: float = 0.0  # std of Gaussian noise added to every image D sees, at step 0
+    instance_noise_floor: float = 0.0  # the std it decays to (linearly) ...
+    instance_noise_steps: int = 0  # ... over this many steps (0: constant)
+    lr_d: float | None = None  # D's learning rate (None: lr)
+    r1_gamma: float = 0.0  # R1 penalty weight, gamma/2 * E|grad D(x)|^2 on real images (Mescheder 2018)
+    r1_every: int = 16  # lazy R1: applied every this many steps, scaled up to match
+    ema: float = 0.0  # decay of an exponential moving average of G's weights (0: none)
+    quality_every: int = 0  # steps between quality scores of the shipped G on shapes data (0: never)
+    quality_samples: int = 256  # samples per quality score
+    recipe: str = "paper"  # the recipe these settings came from (train/recipe.py), for the record
+    cache_dir: str | None = None  # image cache for folder/lmdb data (default ~/.cache/dcgan)

@@ -17,6 +17,7 @@ RECIPES = {
                "instance_noise_steps": 6000, "r1_gamma": 0.0, "r1_every": 16, "ema": 0.999},
 }
 RECIPE_NAMES = ("auto", *RECIPES)
+RECIPE_SETTINGS = tuple(RECIPES["paper"])  # the knobs a recipe sets
 
 
 def resolve_recipe(name: str, data: str) -> str:
