@@ -96,23 +96,15 @@ def main_command(
     manifest = read_manifest(artifact)
     g, cfg = reference_generator(checkpoint, manifest.data)
     reference = reference_runner(g)
+    makers = _runner_makers(artifact, g, reference)
+    unknown = [b for b in wanted if b not in makers]
+    if unknown:
+        raise typer.BadParameter(f"unknown backend(s) {unknown}; choose from {', '.join(makers)}")
     flops = generator_flops(cfg)
     gflops = matmul_gflops()
     bound = gflops / (flops / 1e9)
     log.info("fp32 matmul %.1f GFLOP/s; %.4f GFLOP/image; bound %.0f images/s", gflops, flops / 1e9, bound)
 
-    makers = {
-        "torch-eager": lambda: reference,
-        "torch-folded": lambda: folded_runner(g),
-        "ort-cpu": lambda: runtime_runner(artifact, "ort-cpu", "fp32"),
-        "ort-cpu-int8": lambda: runtime_runner(artifact, "ort-cpu", "int8"),
-        "ort-cuda": lambda: runtime_runner(artifact, "ort-cuda", "fp32"),
-        "trt": lambda: runtime_runner(artifact, "trt", "fp32"),
-        "trt-fp16": lambda: runtime_runner(artifact, "trt", "fp16"),
-    }
-    unknown = [b for b in wanted if b not in makers]
-    if unknown:
-        raise typer.BadParameter(f"unknown backend(s) {unknown}; choose from {', '.join(makers)}")
     rows, skipped = [], []
     for name in wanted:
         try:
@@ -127,11 +119,7 @@ def main_command(
                                  warmup_iters, min_reps, min_seconds)
         finally:
             runner.close()
-    eager = {r.batch: r.images_per_s for r in rows if r.backend == reference.name}
-    for row in rows:  # the bound is the CPU's fp32 one: GPU backends get none
-        on_cpu = row.backend.startswith(("torch", "ort-cpu"))
-        row.fraction_of_bound = row.images_per_s / bound if on_cpu else None
-        row.vs_reference = row.images_per_s / eager[row.batch] if row.batch in eager else None
+    _compare(rows, bound, reference.name)
     result = {
         "date": datetime.date.today().isoformat(),
         "machine": machine.describe(),
@@ -141,24 +129,53 @@ def main_command(
         "rows": [r.to_dict() for r in rows], "skipped": skipped,
         "timing": {"warmup_iters": warmup_iters, "min_reps": min_reps, "min_seconds": min_seconds},
     }
-    if e2e_images:
-        inference = [r for r in rows if r.backend == "ort-cpu" and r.batch == 64]
-        formats = []
-        for fmt in ("png", "tar", "npy"):
-            e2e = end_to_end(artifact, e2e_images, 64, fmt)
-            e2e["inference_images_per_s"] = inference[0].images_per_s if inference else None
-            formats.append(e2e)
-        result["end_to_end"], result["end_to_end_formats"] = formats[0], formats
     typer.echo(text_table(result["rows"]))
-    if result.get("end_to_end"):
-        e = result["end_to_end"]
-        typer.echo(f"end to end: dcgan-generate -n {e['images']} -> PNG: {e['images_per_s']:.1f} images/s")
+    if e2e_images:
+        formats = _end_to_end_rows(artifact, e2e_images, rows)
+        result["end_to_end"], result["end_to_end_formats"] = formats[0], formats
+        for e in formats:
+            typer.echo(f"end to end: dcgan-generate -n {e['images']} --format {e['format']}: "
+                       f"{e['images_per_s']:.1f} images/s")
     write_outputs(result, out)
     typer.echo(f"results: {out / 'bench.json'}, {out / 'bench.md'}, {out / 'bench.png'}")
     failed = [f"{r.backend}@{r.batch}" for r in rows if not r.passed]
     if failed:
         raise DcganError(f"beyond tolerance against the PyTorch reference: {', '.join(failed)} — "
                          "do not deploy these backends; see bench.json for the errors")
+
+
+def _runner_makers(artifact: Path, g, reference) -> dict:
+    """Backend name -> a function that opens its runner (BackendUnavailable where it cannot)."""
+    return {
+        "torch-eager": lambda: reference,
+        "torch-folded": lambda: folded_runner(g),
+        "ort-cpu": lambda: runtime_runner(artifact, "ort-cpu", "fp32"),
+        "ort-cpu-int8": lambda: runtime_runner(artifact, "ort-cpu", "int8"),
+        "ort-cuda": lambda: runtime_runner(artifact, "ort-cuda", "fp32"),
+        "trt": lambda: runtime_runner(artifact, "trt", "fp32"),
+        "trt-fp16": lambda: runtime_runner(artifact, "trt", "fp16"),
+    }
+
+
+def _compare(rows: list, bound: float, reference: str) -> None:
+    """Each row's share of the CPU's fp32 matmul bound (CPU backends only) and its speed-up over
+    the reference at the same batch."""
+    eager = {r.batch: r.images_per_s for r in rows if r.backend == reference}
+    for row in rows:
+        on_cpu = row.backend.startswith(("torch", "ort-cpu"))
+        row.fraction_of_bound = row.images_per_s / bound if on_cpu else None
+        row.vs_reference = row.images_per_s / eager[row.batch] if row.batch in eager else None
+
+
+def _end_to_end_rows(artifact: Path, images: int, rows: list) -> list[dict]:
+    """dcgan-generate itself, per output format, beside the inference rate of ort-cpu at batch 64."""
+    inference = [r.images_per_s for r in rows if r.backend == "ort-cpu" and r.batch == 64]
+    formats = []
+    for fmt in ("png", "tar", "npy"):
+        e2e = end_to_end(artifact, images, 64, fmt)
+        e2e["inference_images_per_s"] = inference[0] if inference else None
+        formats.append(e2e)
+    return formats
 
 
 def main() -> None:

@@ -32,6 +32,7 @@ from export.quantize import build_int8_onnx
 from runtime.backend import physical_cores
 from runtime.cli_support import new_app, run_app
 from runtime.files import atomic_write_text
+from runtime.ort_backends import run_per_core
 from train.config import ModelConfig
 from train.models import build_models
 from train.recalibrate import recalibrate_bn
@@ -80,12 +81,8 @@ VARIANTS = [
 
 
 def sharded(sess: ort.InferenceSession, pool: ThreadPoolExecutor, cores: int):
-    """Run one slice of the batch per core at once (single images run whole)."""
-    def run(z):
-        futures = [pool.submit(sess.run, ["images"], {"z": s})
-                   for s in np.array_split(z, min(len(z), cores))]
-        return np.concatenate([f.result()[0] for f in futures])
-    return run
+    """Run one slice of the batch per core at once, as the runtime's ort-cpu does."""
+    return lambda z: run_per_core(pool, cores, lambda s: sess.run(["images"], {"z": s})[0], z)
 
 
 app = new_app(__doc__)

@@ -40,6 +40,13 @@ class OrtBackend(Backend):
         del self.session
 
 
+def run_per_core(pool: ThreadPoolExecutor, cores: int, run_slice, z: np.ndarray) -> np.ndarray:
+    """Cut the batch `z` into one slice per core, run `run_slice` on each at once on `pool`
+    (ONNX Runtime releases the GIL), and join the results in order."""
+    futures = [pool.submit(run_slice, s) for s in np.array_split(z, min(len(z), cores))]
+    return np.concatenate([f.result() for f in futures])
+
+
 class OrtCpuBackend(OrtBackend):
     """ONNX Runtime, CPU execution provider.
 
@@ -68,9 +75,7 @@ class OrtCpuBackend(OrtBackend):
     def _infer(self, z: np.ndarray) -> np.ndarray:
         if self.pool is None or len(z) < 2:
             return self._run(self.session, z)
-        slices = np.array_split(z, min(len(z), self.cores))
-        futures = [self.pool.submit(self._run, self.per_core_session, s) for s in slices]
-        return np.concatenate([f.result() for f in futures])
+        return run_per_core(self.pool, self.cores, lambda s: self._run(self.per_core_session, s), z)
 
     def _deactivate(self) -> None:
         if self.pool is not None:
