@@ -1,5 +1,6 @@
 """Measure a training recipe on shapes: train it for several seeds, read the quality score of the
-shipped generator along the way, and print the curve (step -> valid share, balance, distinct).
+shipped generator along the way, and print the curve (step -> valid share, balance, distinct,
+background deviation).
 
     python -m benchmarks.training_recipe ARM --seeds 0,1,2 --steps 2400 -- --ngf 32 --ndf 16 [...]
 
@@ -27,7 +28,8 @@ app = new_app(__doc__)
 
 def quality_curve(run_dir: Path) -> list[dict]:
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [{"step": r["step"], **{k: r["quality"][k] for k in ("valid", "balance", "distinct")}}
+    keys = ("valid", "balance", "distinct", "background_deviation")
+    return [{"step": r["step"], **{k: r["quality"].get(k, float("nan")) for k in keys}}
             for r in rows if "quality" in r]
 
 
@@ -57,13 +59,14 @@ def main_command(
         root.mkdir(parents=True, exist_ok=True)
         with open(root / "results.jsonl", "a") as f:
             f.write(json.dumps(result) + "\n")
-    typer.echo(f"| step | valid (median of {len(results)}) | balance | distinct |")
-    typer.echo("| --- | --- | --- | --- |")
+    typer.echo(f"| step | valid (median of {len(results)}) | balance | distinct | background deviation |")
+    typer.echo("| --- | --- | --- | --- | --- |")
     for i, point in enumerate(results[0]["curve"]):
         at = [r["curve"][i] for r in results if len(r["curve"]) > i]
         typer.echo(f"| {point['step']} | {statistics.median(p['valid'] for p in at):.1%} | "
                    f"{statistics.median(p['balance'] for p in at):.3f} | "
-                   f"{statistics.median(p['distinct'] for p in at):.1%} |")
+                   f"{statistics.median(p['distinct'] for p in at):.1%} | "
+                   f"{statistics.median(p['background_deviation'] for p in at):.1f} |")
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from train import shapes
-from train.quality import check_image, distinct_share, score_images
+from train.quality import FLAT_MEAN, check_image, distinct_share, score_images
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +30,9 @@ def test_noise_flat_images_and_noisy_shapes_fail(renders):
     assert score_images(noise).valid == 0 and score_images(np.ascontiguousarray(flat)).valid == 0
     grainy = np.clip(renders[:50] + rng.normal(0, 6, renders[:50].shape), 0, 255).astype(np.uint8)
     assert score_images(grainy).valid == 0  # grain where the spec has one flat colour
+    # the background deviation measures it: 0 on renders, the grain's size on grainy ones
+    assert score_images(renders[:50]).background_deviation == 0.0
+    assert FLAT_MEAN < score_images(grainy).background_deviation < 2.5 * FLAT_MEAN
 
 
 def test_blobs_and_two_shapes_fail(renders):

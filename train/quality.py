@@ -58,14 +58,17 @@ class QualityScore:
     distinct: float  # share of samples that are not a near-copy of an earlier one
     classes: dict = field(default_factory=dict)  # class name -> count among valid samples
     failures: dict = field(default_factory=dict)  # reason -> count
+    background_deviation: float = 0.0  # median over samples of `background_deviation`
 
     def to_dict(self) -> dict:
         return {"n": self.n, "valid": self.valid, "balance": self.balance, "distinct": self.distinct,
-                "classes": self.classes, "failures": self.failures}
+                "background_deviation": self.background_deviation, "classes": self.classes,
+                "failures": self.failures}
 
     def summary(self) -> str:
         return (f"{self.valid:.1%} valid, class balance {self.balance:.3f}, "
-                f"{self.distinct:.1%} distinct (n={self.n})")
+                f"{self.distinct:.1%} distinct, background deviation "
+                f"{self.background_deviation:.1f} (n={self.n})")
 
 
 def _shift_or(mask: np.ndarray) -> np.ndarray:
@@ -160,6 +163,18 @@ def check_image(image: np.ndarray) -> Verdict:
     return Verdict(True, "ok", label, radius, iou)
 
 
+def background_deviation(image: np.ndarray) -> float:
+    """Mean RGB distance from the border's median colour over the background, away from anything
+    that stands out of it: 0 for a render (one flat colour), the grain and drift of a sample
+    otherwise. The most failed check as a number, so runs with no valid sample yet still compare
+    (a valid sample has at most about FLAT_MEAN)."""
+    f = image.astype(np.float32)
+    border = np.concatenate([f[0], f[-1], f[1:-1, 0], f[1:-1, -1]])
+    dist = np.linalg.norm(f - np.median(border, axis=0), axis=2)
+    away = ~_shift_or(_shift_or(dist > FOREGROUND_THRESHOLD))
+    return float(dist[away].mean()) if away.any() else float(FOREGROUND_THRESHOLD)
+
+
 def distinct_share(images: np.ndarray, levels: float = DUPLICATE_LEVELS) -> float:
     """Share of images whose RMS difference from every earlier image is at least `levels`."""
     n = len(images)
@@ -186,5 +201,6 @@ def score_images(images: np.ndarray) -> QualityScore:
     return QualityScore(
         n=len(images), valid=len(valid) / max(len(images), 1), balance=balance,
         distinct=distinct_share(images),
+        background_deviation=float(np.median([background_deviation(im) for im in images])),
         classes={shapes.CLASSES[c]: int(k) for c, k in enumerate(counts)},
         failures=dict(Counter(v.reason for v in verdicts if not v.valid).most_common()))
