@@ -126,7 +126,9 @@ def create_app(batcher: Batcher, limits: Limits = Limits()) -> Starlette:
         headers = {"ETag": tag, "Cache-Control": IMMUTABLE}
         if tag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
             return Response(status_code=304, headers=headers)
-        png = await run_in_threadpool(encode_image, (await images(seed, index, 1))[0], "png")
+        # one 64x64 PNG encodes in a fraction of a millisecond: on the event loop it costs less
+        # than the hop to a worker thread and back (p50 at one client 4.1 -> 2.6 ms, serve.md)
+        png = encode_image((await images(seed, index, 1))[0], "png")
         return Response(png, media_type="image/png", headers=headers)
 
     async def many_images(request: Request) -> Response:
@@ -148,9 +150,10 @@ def create_app(batcher: Batcher, limits: Limits = Limits()) -> Starlette:
             buf = io.BytesIO()
             np.save(buf, batch)
             body, media = buf.getvalue(), "application/octet-stream"
-        else:
-            picture = batch[0] if fmt == "png" else make_grid(batch)
-            body, media = await run_in_threadpool(encode_image, picture, "png"), "image/png"
+        elif fmt == "png":
+            body, media = encode_image(batch[0], "png"), "image/png"
+        else:  # a contact sheet of up to max_images_per_request images: off the event loop
+            body, media = await run_in_threadpool(encode_image, make_grid(batch), "png"), "image/png"
         headers = {"X-Seed": str(seed), "Cache-Control": "no-store" if fresh else IMMUTABLE}
         return Response(body, media_type=media, headers=headers)
 
