@@ -95,6 +95,14 @@ def _component(mask: np.ndarray, seed: np.ndarray) -> np.ndarray:
         region = grown
 
 
+def _from_border_colour(f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The background colour (median of the border pixels: the spec keeps shapes inside the
+    frame) and every pixel's RGB distance from it."""
+    border = np.concatenate([f[0], f[-1], f[1:-1, 0], f[1:-1, -1]])
+    bg = np.median(border, axis=0)
+    return bg, np.linalg.norm(f - bg, axis=2)
+
+
 def _fit(alpha: np.ndarray, label: int) -> tuple[float, float, np.ndarray]:
     """Fit a shape of class `label` to the coverage map: (radius, soft IoU, fitted coverage)."""
     area = float(alpha.sum())
@@ -119,9 +127,7 @@ def check_image(image: np.ndarray) -> Verdict:
     f = image.astype(np.float32)
     if f.ndim != 3 or f.shape[2] != 3:
         raise ValueError(f"expected a (64, 64, 3) RGB image, got shape {image.shape}")
-    border = np.concatenate([f[0], f[-1], f[1:-1, 0], f[1:-1, -1]])
-    bg = np.median(border, axis=0)
-    dist_bg = np.linalg.norm(f - bg, axis=2)
+    bg, dist_bg = _from_border_colour(f)
     mask = dist_bg > FOREGROUND_THRESHOLD
     min_area = 0.5 * AREA_PER_R2[2] * shapes.MIN_RADIUS**2
     if mask.sum() < min_area:
@@ -168,9 +174,7 @@ def background_deviation(image: np.ndarray) -> float:
     that stands out of it: 0 for a render (one flat colour), the grain and drift of a sample
     otherwise. The most failed check as a number, so runs with no valid sample yet still compare
     (a valid sample has at most about FLAT_MEAN)."""
-    f = image.astype(np.float32)
-    border = np.concatenate([f[0], f[-1], f[1:-1, 0], f[1:-1, -1]])
-    dist = np.linalg.norm(f - np.median(border, axis=0), axis=2)
+    _, dist = _from_border_colour(image.astype(np.float32))
     away = ~_shift_or(_shift_or(dist > FOREGROUND_THRESHOLD))
     return float(dist[away].mean()) if away.any() else float(FOREGROUND_THRESHOLD)
 
