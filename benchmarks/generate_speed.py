@@ -2,12 +2,12 @@
 
     python -m benchmarks.generate_speed ARTIFACT -n 5000 [--rounds 3] [--out benchmarks/results]
 
-Each round runs, as separate processes on the same artifact, seed and backend: the in-process
-`Generator.generate(n)` (inference only, nothing written), then `dcgan-generate -n N` to PNG
-files, to tar shards and to one .npy. Every process reports the seconds of its own generation
-loop (model loading excluded alike); the ratio of each format's rate to the inference rate of the
-same round is what the table shows (median over rounds), so machine noise between rounds
-cancels. Writes generate.json and generate.md.
+Each round runs, as separate processes on the same artifact, seed and backend, for each format:
+the in-process `Generator.iter_batches(n)` (inference only, nothing written), then
+`dcgan-generate -n N` to PNG files, to tar shards or to one .npy. Every process reports the
+seconds of its own generation loop (model loading excluded alike); the ratio of each format's
+rate to the inference run just before it is what the table shows (median over rounds), so
+machine noise between runs mostly cancels. Writes generate.json and generate.md.
 """
 
 from __future__ import annotations
@@ -62,10 +62,10 @@ def measure(artifact: Path, n: int, rounds: int) -> dict:
     ratios: dict[str, list[float]] = {f: [] for f in FORMATS}
     rates: dict[str, list[float]] = {f: [] for f in ("inference", *FORMATS)}
     for _ in range(rounds):
-        inference = n / _inference_seconds(artifact, n)
-        rates["inference"].append(inference)
-        for fmt in FORMATS:
+        for fmt in FORMATS:  # each format right after its own inference run: noise between cancels
+            inference = n / _inference_seconds(artifact, n)
             rate = n / _generate_seconds(artifact, n, fmt)
+            rates["inference"].append(inference)
             rates[fmt].append(rate)
             ratios[fmt].append(rate / inference)
     return {"images": n, "rounds": rounds, "machine": machine.describe(),
@@ -82,7 +82,7 @@ def markdown(result: dict) -> str:
         rows.append(f"| `dcgan-generate --format {fmt}` | {result['images_per_s'][fmt]:.0f} | "
                     f"{result['ratio_to_inference'][fmt]:.2f} |")
     return (f"Machine: {m['cpu']}, {m['cores']} cores. {result['images']} images, ort-cpu, batch 64, "
-            f"median of {result['rounds']} interleaved rounds.\n\n"
+            f"median of {result['rounds']} rounds, each format right after an inference run.\n\n"
             "| what | images/s | × inference |\n| --- | --- | --- |\n" + "\n".join(rows) + "\n")
 
 

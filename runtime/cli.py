@@ -81,7 +81,10 @@ def main_command(
                           ] = 10000,
     grid: Annotated[Path | None, typer.Option(help=f"Also write a contact sheet of the first "
                                               f"{GRID_IMAGES} images to this PNG.")] = None,
-    workers: Annotated[int, typer.Option(min=1, help="Image-encoding threads.")] = max(2, physical_cores()),
+    workers: Annotated[int | None, typer.Option(
+        min=1, help="Image-encoding threads [default: 1 beside ort-cpu, whose inference keeps "
+                    "every core busy; one per physical core beside a GPU backend].",
+        show_default=False)] = None,
     overwrite: Annotated[bool, typer.Option(help="Write into a non-empty --out, replacing files "
                                                  "of the same names.")] = False,
     resume: Annotated[bool, typer.Option(help="Finish an interrupted run in --out: same "
@@ -134,7 +137,7 @@ def main_command(
             remove_temporaries(out)
             _write_record(out, {**run, "status": "incomplete"})
             t0 = time.perf_counter()
-            fields, written = _generate(gen, out, run, workers)
+            fields, written = _generate(gen, out, run, workers or encoder_threads(gen.backend_name))
             seconds = time.perf_counter() - t0
             sync_directory(out)  # everything durable before the manifest says so
             _write_record(out, {**run, "status": "complete", **fields})
@@ -149,6 +152,14 @@ def main_command(
 # What must match for --resume to continue a run (anything else would mix two data sets).
 RESUME_KEYS = ("model_sha256", "precision", "backend", "seed", "first_index", "count", "format",
                "shard_size", "latent", "nz")
+
+
+def encoder_threads(backend: str) -> int:
+    """Encoding threads that fit beside `backend`: ort-cpu already runs one slice of every batch
+    per physical core, so a second encoder would only take turns with inference (and the GIL);
+    on a GPU the cores are free. One thread encodes PNGs several times faster than the CPU infers
+    (benchmarks/results/generate.md)."""
+    return 1 if backend == "ort-cpu" else physical_cores()
 
 
 def _run_record(gen: Generator, artifact: Path, seed: int, first: int, count: int, width: int,

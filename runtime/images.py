@@ -1,4 +1,4 @@
-"""Image helpers shared by every stage: float→uint8, grids, PNG/JPEG encoding. numpy + Pillow only."""
+"""Image helpers shared by every stage: float→uint8, grids, PNG/JPEG encoding (numpy, ISA-L, Pillow)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import os
 import numpy as np
 
 from runtime.files import atomic_write_bytes
+from runtime.png import encode_png
 
 
 def to_uint8(x: np.ndarray) -> np.ndarray:
@@ -55,19 +56,17 @@ def make_grid(images: np.ndarray, ncols: int | None = None, padding: int = 2,
 
 
 def encode_image(image: np.ndarray, fmt: str = "png") -> bytes:
-    """Encode one uint8 (H, W, C) image as PNG or JPEG bytes."""
+    """Encode one uint8 (H, W, C) image as PNG (runtime/png.py) or JPEG (Pillow, quality 95) bytes."""
+    if fmt == "png":
+        return encode_png(image)
+    if fmt not in ("jpg", "jpeg"):
+        raise ValueError(f"unknown image format {fmt!r}; expected png or jpg")
     from PIL import Image
 
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
     buf = io.BytesIO()
-    if fmt == "png":
-        # compress_level 1: PNG stays lossless, encoding is ~5x faster than the default 6.
-        Image.fromarray(image).save(buf, format="PNG", compress_level=1)
-    elif fmt in ("jpg", "jpeg"):
-        Image.fromarray(image).save(buf, format="JPEG", quality=95)
-    else:
-        raise ValueError(f"unknown image format {fmt!r}; expected png or jpg")
+    Image.fromarray(image).save(buf, format="JPEG", quality=95)
     return buf.getvalue()
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import hashlib
 import io
 import json
 import os
@@ -21,10 +22,11 @@ import uuid
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
-from runtime.files import atomic_open, sha256_file
+from runtime.files import atomic_open, sha256_file, write_bulk_file
 from runtime.images import encode_image
 
 FORMATS = ("png", "jpg", "tar", "npy")
@@ -147,9 +149,8 @@ class FileWriter(Writer):
 
     def _write_batch(self, first: int, images: np.ndarray) -> int:
         for k, image in enumerate(images):
-            path = self.out / file_name(first + k, self.width, self.fmt)
-            with atomic_open(path, durable=False) as f:
-                f.write(encode_image(image, self.fmt))
+            write_bulk_file(self.out / file_name(first + k, self.width, self.fmt),
+                            encode_image(image, self.fmt))
         return len(images)
 
     def submit(self, first: int, images: np.ndarray) -> None:
@@ -163,17 +164,36 @@ class FileWriter(Writer):
         self.pool.close()
 
 
+def tar_member(name: str, payload: bytes) -> bytes:
+    """One USTAR member: tarfile's own header, the payload, NUL padding to the 512-byte block.
+    mtime 0, mode 0644, no owner: the same bytes on every machine and every run."""
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = len(payload), 0, 0o644
+    header = info.tobuf(tarfile.USTAR_FORMAT, "utf-8", "surrogateescape")
+    return header + payload + b"\0" * (-len(payload) % tarfile.BLOCKSIZE)
+
+
+def tar_end(size: int) -> bytes:
+    """What closes a tar of `size` bytes of members, as tarfile writes it: two zero blocks, then
+    zeros up to a whole record."""
+    size += 2 * tarfile.BLOCKSIZE
+    return b"\0" * (2 * tarfile.BLOCKSIZE + (-size % tarfile.RECORDSIZE))
+
+
 class TarWriter(Writer):
     """WebDataset-style tar shards of `shard_size` images: members NNNNNN.png and NNNNNN.json
-    ({"seed", "index"}) per image, each shard written to a temporary file and renamed when whole."""
+    ({"seed", "index"}) per image, each shard written to a temporary file and renamed when whole.
+    The encoding threads build whole tar members (runtime/png.py, `tar_member`); this thread only
+    appends their bytes, in index order."""
 
     def __init__(self, *args, shard_size: int, seed: int, **kwargs):
         super().__init__(*args, **kwargs)
         self.shard_size, self.seed = shard_size, seed
         self.pool = _Pool(self.workers, self.max_pending)
-        self.tar: tarfile.TarFile | None = None
+        self.shard: BinaryIO | None = None  # the open shard's temporary file
         self.tmp: Path | None = None
-        self.shard_first = None
+        self.shard_first: int | None = None
+        self.shard_bytes = 0
 
     def _shard_of(self, index: int) -> int:
         return self.first + (index - self.first) // self.shard_size * self.shard_size
@@ -186,38 +206,38 @@ class TarWriter(Writer):
                 missing.extend(range(start, end))
         return _ranges(missing)
 
-    def _encode(self, first: int, images: np.ndarray) -> tuple[int, list[bytes]]:
-        return first, [encode_image(image, "png") for image in images]
+    def _members(self, first: int, images: np.ndarray) -> tuple[int, int, bytes]:
+        members = []
+        for k, image in enumerate(images):
+            key = f"{first + k:0{self.width}d}"
+            meta = json.dumps({"seed": self.seed, "index": first + k}).encode()
+            members += [tar_member(f"{key}.png", encode_image(image, "png")),
+                        tar_member(f"{key}.json", meta)]
+        return first, len(images), b"".join(members)
 
     def submit(self, first: int, images: np.ndarray) -> None:
         # a batch never spans two shards: the caller cuts batches at shard boundaries
-        for done in self.pool.submit(self._encode, first, images):
+        for done in self.pool.submit(self._members, first, images):
             self._append(*done)
 
-    def _append(self, first: int, encoded: list[bytes]) -> None:
-        for k, data in enumerate(encoded):
-            index = first + k
-            shard = self._shard_of(index)
-            if shard != self.shard_first:
-                self._close_shard()
-                self.shard_first = shard
-                self.tmp = self.out / f".{shard_name(shard, self.width)}.{uuid.uuid4().hex[:12]}.tmp"
-                self.tar = tarfile.open(self.tmp, "w", format=tarfile.USTAR_FORMAT)
-            key = f"{index:0{self.width}d}"
-            meta = json.dumps({"seed": self.seed, "index": index}).encode()
-            for name, payload in ((f"{key}.png", data), (f"{key}.json", meta)):
-                info = tarfile.TarInfo(name)
-                info.size, info.mtime, info.mode = len(payload), 0, 0o644  # reproducible bytes
-                self.tar.addfile(info, io.BytesIO(payload))
-            end = min(shard + self.shard_size, self.first + self.count)
-            if index == end - 1:
-                self._close_shard()
+    def _append(self, first: int, count: int, members: bytes) -> None:
+        shard = self._shard_of(first)
+        if shard != self.shard_first:
+            self._close_shard()
+            self.shard_first, self.shard_bytes = shard, 0
+            self.tmp = self.out / f".{shard_name(shard, self.width)}.{uuid.uuid4().hex[:12]}.tmp"
+            self.shard = open(self.tmp, "wb")
+        self.shard.write(members)
+        self.shard_bytes += len(members)
+        if first + count == min(shard + self.shard_size, self.first + self.count):
+            self._close_shard()
 
     def _close_shard(self) -> None:
-        if self.tar is not None:
-            self.tar.close()
+        if self.shard is not None:
+            self.shard.write(tar_end(self.shard_bytes))
+            self.shard.close()
             os.replace(self.tmp, self.out / shard_name(self.shard_first, self.width))
-            self.tar, self.tmp, self.shard_first = None, None, None
+            self.shard, self.tmp, self.shard_first = None, None, None
 
     def finish(self) -> dict:
         for done in self.pool.drain():
@@ -233,47 +253,60 @@ class TarWriter(Writer):
 
     def close(self) -> None:
         self.pool.close()
-        if self.tar is not None:  # interrupted mid-shard: the partial shard is not kept
-            self.tar.close()
+        if self.shard is not None:  # interrupted mid-shard: the partial shard is not kept
+            self.shard.close()
             with contextlib.suppress(FileNotFoundError):
                 self.tmp.unlink()
-            self.tar = None
+            self.shard = None
 
 
 class NpyWriter(Writer):
-    """One uint8 (N, H, W, C) array, images.npy, filled through a memory map of a temporary file
-    and renamed when complete. A resumed run writes it again from the start."""
+    """One uint8 (N, H, W, C) array, images.npy: the .npy header, then each batch appended as it
+    comes (batches arrive in index order), hashed on the way, in a temporary file renamed when
+    complete. A resumed run writes it again from the start."""
 
     def __init__(self, *args, shape: tuple[int, int, int], **kwargs):
         super().__init__(*args, **kwargs)
-        self.shape, self.tmp, self.array = shape, None, None
+        self.shape, self.tmp, self.file, self.digest = shape, None, None, None
+        self.written = 0
 
     def pending(self) -> list[tuple[int, int]]:
         return [] if (self.out / NPY_NAME).exists() else _ranges(range(self.first, self.first + self.count))
 
+    def _write(self, data: bytes | np.ndarray) -> None:
+        self.file.write(data)
+        self.digest.update(data)
+
     def submit(self, first: int, images: np.ndarray) -> None:
-        if self.array is None:
+        if self.file is None:
             self.tmp = self.out / f".{NPY_NAME}.{uuid.uuid4().hex[:12]}.tmp"
-            self.array = np.lib.format.open_memmap(self.tmp, mode="w+", dtype=np.uint8,
-                                                   shape=(self.count, *self.shape))
-        self.array[first - self.first:first - self.first + len(images)] = images
+            self.file, self.digest = open(self.tmp, "wb"), hashlib.sha256()
+            header = io.BytesIO()
+            np.lib.format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False,
+                                                          "shape": (self.count, *self.shape)})
+            self._write(header.getvalue())
+        if first != self.first + self.written or images.shape[1:] != self.shape:
+            raise ValueError(f"npy batches must come in index order with shape {self.shape}")
+        self._write(np.ascontiguousarray(images, np.uint8))
+        self.written += len(images)
 
     def finish(self) -> dict:
-        if self.array is None and not (self.out / NPY_NAME).exists():  # nothing was generated (n=0)
+        if self.file is None and not (self.out / NPY_NAME).exists():  # nothing was generated (n=0)
             with atomic_open(self.out / NPY_NAME) as f:
                 np.save(f, np.zeros((self.count, *self.shape), np.uint8))
-        if self.array is not None:
-            self.array.flush()
-            self.array = None
-            os.replace(self.tmp, self.out / NPY_NAME)
-            self.tmp = None
-        return {"file": NPY_NAME, "sha256": sha256_file(self.out / NPY_NAME)}
+        if self.file is None:
+            return {"file": NPY_NAME, "sha256": sha256_file(self.out / NPY_NAME)}
+        self.file.close()
+        os.replace(self.tmp, self.out / NPY_NAME)
+        self.file, self.tmp = None, None
+        return {"file": NPY_NAME, "sha256": self.digest.hexdigest()}
 
     def close(self) -> None:
-        if self.tmp is not None:
-            self.array = None
+        if self.file is not None:
+            self.file.close()
             with contextlib.suppress(FileNotFoundError):
                 self.tmp.unlink()
+            self.file = None
 
 
 def _ranges(indices) -> list[tuple[int, int]]:

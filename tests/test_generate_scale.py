@@ -1,6 +1,7 @@
 """Generation at scale: tar shards, one .npy, resumable runs, merging parts from several machines."""
 
 import hashlib
+import io
 import json
 import os
 import signal
@@ -52,6 +53,35 @@ def test_tar_shards_round_trip_and_match_png_mode(tiny_artifact, tmp_path):
     assert [(s["first_index"], s["count"]) for s in record["shards"]] == [(0, 10), (10, 10), (20, 5)]
     for s in record["shards"]:
         assert s["sha256"] == hashlib.sha256((tmp_path / "tar" / s["file"]).read_bytes()).hexdigest()
+
+
+def test_tar_shards_are_the_bytes_tarfile_writes(tiny_artifact, tmp_path):
+    """Members are built by the encoding threads, not by tarfile: the shard must still be exactly
+    what tarfile writes for the same members (headers, padding, end blocks, record size)."""
+    assert _run([tiny_artifact, "-n", 7, "--out", tmp_path / "tar", "--format", "tar",
+                 "--backend", "ort-cpu", "--batch-size", 3]) == 0
+    shard = (tmp_path / "tar" / "shard-000000.tar").read_bytes()
+    with tarfile.open(fileobj=io.BytesIO(shard)) as tar:
+        members = [(m.name, tar.extractfile(m).read()) for m in tar.getmembers()]
+    again = io.BytesIO()
+    with tarfile.open(fileobj=again, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, payload in members:
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = len(payload), 0, 0o644
+            tar.addfile(info, io.BytesIO(payload))
+    assert len(members) == 14 and shard == again.getvalue()
+
+
+def test_npy_matches_png_mode_pixels(tiny_artifact, tmp_path):
+    assert _run([tiny_artifact, "-n", 11, "--out", tmp_path / "png", "--backend", "ort-cpu",
+                 "--batch-size", 4]) == 0
+    assert _run([tiny_artifact, "-n", 11, "--out", tmp_path / "npy", "--backend", "ort-cpu",
+                 "--batch-size", 4, "--format", "npy"]) == 0
+    array = np.load(tmp_path / "npy" / "images.npy")
+    record = json.loads((tmp_path / "npy" / "manifest.json").read_text())
+    assert record["sha256"] == hashlib.sha256((tmp_path / "npy" / "images.npy").read_bytes()).hexdigest()
+    for i in range(11):
+        assert np.array_equal(array[i], np.asarray(Image.open(tmp_path / "png" / f"{i:06d}.png")))
 
 
 def test_tar_shards_read_with_webdataset(tiny_artifact, tmp_path):
