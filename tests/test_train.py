@@ -47,6 +47,15 @@ def test_epoch_samples_and_checkpoints(tmp_path):
         "epoch_001.pt", "epoch_002.pt", "last.pt"]
 
 
+def test_tiny_data_writes_epoch_ends_at_most_once_per_save_every(tmp_path):
+    # 4 steps per epoch, --save-every 10: only the epoch ends that pass step 10 and 20 write
+    tiny_train(tmp_path / "r", steps=24, data="shapes:64", save_every=10)
+    kept = sorted(p.name for p in (tmp_path / "r" / "checkpoints").glob("epoch_*.pt"))
+    assert kept == ["epoch_003.pt", "epoch_005.pt"]
+    grids = sorted(p.name for p in (tmp_path / "r" / "samples").glob("epoch_*.png"))
+    assert grids == ["epoch_003.png", "epoch_005.png"]
+
+
 def test_resume_is_bit_exact(tmp_path):
     # 4 steps per epoch: stop mid-epoch at 3, resume across the epoch boundary to 7
     full = tiny_train(tmp_path / "full", steps=7, data="shapes:64")

@@ -89,7 +89,11 @@ def main_command(
     save_every: Annotated[int, typer.Option(min=1, help="Steps between checkpoints/last.pt "
                                                         "rewrites.")] = DEFAULTS.save_every,
     keep_every: Annotated[int, typer.Option(min=0, help="Keep checkpoints/epoch_K.pt every K "
-                                                        "epochs (0: never).")] = DEFAULTS.keep_every,
+                                                        "epochs (0: never). On data of fewer "
+                                                        "than --save-every steps per epoch, "
+                                                        "epoch ends write at most once per "
+                                                        "--save-every steps.")
+                          ] = DEFAULTS.keep_every,
     log_every: Annotated[int, typer.Option(min=1, help="Steps between metrics.jsonl lines.")
                          ] = DEFAULTS.log_every,
     cache_dir: Annotated[str | None, typer.Option(help="Image cache for folder/lmdb data "

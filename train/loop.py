@@ -252,7 +252,7 @@ class Run:
             self._t_last = time.perf_counter()  # the score's time is not training time
         if self.epoch_step == self.steps_per_epoch:
             self.epoch, self.epoch_step = self.epoch + 1, 0
-            if self.dist.is_main:
+            if self.dist.is_main and self._epoch_end_writes():
                 self._end_epoch()
         elif self.dist.is_main and self.step % cfg.save_every == 0:
             self.save()
@@ -267,6 +267,14 @@ class Run:
             row = {"step": self.step, "epoch": self.epoch, **row, "images_per_s": round(rate, 2)}
             self.metrics.write(json.dumps(row) + "\n")
             self.metrics.flush()
+
+    def _epoch_end_writes(self) -> bool:
+        """Whether this epoch end writes its grid, checkpoints and loss plot: every one on data
+        of at least --save-every steps per epoch; on smaller data (a few hundred icons) only the
+        one that passes the next multiple of --save-every, or writing would take longer than
+        training. A function of the step alone, so a resumed run writes the same files."""
+        every = self.cfg.save_every
+        return self.step // every != (self.step - self.steps_per_epoch) // every
 
     def _end_epoch(self) -> None:
         self._write_samples(f"epoch_{self.epoch:03d}")
