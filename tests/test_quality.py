@@ -33,6 +33,8 @@ def test_noise_flat_images_and_noisy_shapes_fail(renders):
     # the background deviation measures it: 0 on renders, the grain's size on grainy ones
     assert score_images(renders[:50]).background_deviation == 0.0
     assert FLAT_MEAN < score_images(grainy).background_deviation < 2.5 * FLAT_MEAN
+    # ... while their outlines are still those of the spec's shapes
+    assert score_images(grainy).shape_valid >= 0.9 and score_images(noise).shape_valid == 0
 
 
 def test_blobs_and_two_shapes_fail(renders):

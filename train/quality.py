@@ -15,7 +15,10 @@ every render of 2,000 passes; noise, flat images and blobs fail):
 - clean outline: the fitted shape's coverage overlaps the sample's with soft IoU >= MIN_IOU.
 
 The score of a set of samples: the valid share, the class balance of the valid ones (normalised
-entropy, 1 = uniform) and the share of distinct images (not a near-copy of another sample).
+entropy, 1 = uniform) and the share of distinct images (not a near-copy of another sample). Two
+diagnostics say where invalid samples stand: the background deviation (how far from one flat
+colour, the check generators fail most) and the share that would be valid but for the flatness
+of their colours (one clean outline of a spec shape, the rest of the check).
 """
 
 from __future__ import annotations
@@ -59,16 +62,19 @@ class QualityScore:
     classes: dict = field(default_factory=dict)  # class name -> count among valid samples
     failures: dict = field(default_factory=dict)  # reason -> count
     background_deviation: float = 0.0  # median over samples of `background_deviation`
+    shape_valid: float = 0.0  # share that passes every check but the flatness of its colours
 
     def to_dict(self) -> dict:
         return {"n": self.n, "valid": self.valid, "balance": self.balance, "distinct": self.distinct,
-                "background_deviation": self.background_deviation, "classes": self.classes,
+                "background_deviation": self.background_deviation,
+                "shape_valid": self.shape_valid, "classes": self.classes,
                 "failures": self.failures}
 
     def summary(self) -> str:
         return (f"{self.valid:.1%} valid, class balance {self.balance:.3f}, "
                 f"{self.distinct:.1%} distinct, background deviation "
-                f"{self.background_deviation:.1f} (n={self.n})")
+                f"{self.background_deviation:.1f}, {self.shape_valid:.1%} clean shapes but for "
+                f"flatness (n={self.n})")
 
 
 def _shift_or(mask: np.ndarray) -> np.ndarray:
@@ -122,8 +128,10 @@ def _fit(alpha: np.ndarray, label: int) -> tuple[float, float, np.ndarray]:
     return radius, iou, fitted
 
 
-def check_image(image: np.ndarray) -> Verdict:
-    """Whether one uint8 (64, 64, 3) image is a clean shape of the spec; the first failure if not."""
+def check_image(image: np.ndarray, flatness: bool = True) -> Verdict:
+    """Whether one uint8 (64, 64, 3) image is a clean shape of the spec; the first failure if not.
+    With flatness=False the flatness of the two colours is not checked: everything else (one
+    region, no holes, contrast, the outline and size of a spec shape) still is."""
     f = image.astype(np.float32)
     if f.ndim != 3 or f.shape[2] != 3:
         raise ValueError(f"expected a (64, 64, 3) RGB image, got shape {image.shape}")
@@ -154,7 +162,7 @@ def check_image(image: np.ndarray) -> Verdict:
     for name, pixels, colour, share in (("background", background, bg, BACKGROUND_FLAT_SHARE),
                                         ("foreground", interior, fg, FOREGROUND_FLAT_SHARE)):
         dist = np.linalg.norm(f[pixels] - colour, axis=1)
-        if np.mean(dist <= FLAT_TOLERANCE) < share or dist.mean() > FLAT_MEAN:
+        if flatness and (np.mean(dist <= FLAT_TOLERANCE) < share or dist.mean() > FLAT_MEAN):
             return Verdict(False, f"{name} not flat")
     axis = fg - bg
     alpha = np.clip(((f - bg) @ axis) / float(axis @ axis), 0.0, 1.0)
@@ -199,6 +207,10 @@ def score_images(images: np.ndarray) -> QualityScore:
         raise ValueError(f"expected uint8 (N, 64, 64, 3) images, got {images.dtype} {images.shape}")
     verdicts = [check_image(im) for im in images]
     valid = [v for v in verdicts if v.valid]
+    # the outline checks alone, where flatness was what failed (every other failure stands)
+    flat_failures = {"background not flat", "foreground not flat"}
+    shape_valid = len(valid) + sum(check_image(im, flatness=False).valid
+                                   for im, v in zip(images, verdicts) if v.reason in flat_failures)
     counts = np.bincount([v.label for v in valid], minlength=len(shapes.CLASSES))
     p = counts[counts > 0] / max(counts.sum(), 1)
     balance = float(-(p * np.log(p)).sum() / np.log(len(shapes.CLASSES))) if len(valid) else 0.0
@@ -206,5 +218,6 @@ def score_images(images: np.ndarray) -> QualityScore:
         n=len(images), valid=len(valid) / max(len(images), 1), balance=balance,
         distinct=distinct_share(images),
         background_deviation=float(np.median([background_deviation(im) for im in images])),
+        shape_valid=shape_valid / max(len(images), 1),
         classes={shapes.CLASSES[c]: int(k) for c, k in enumerate(counts)},
         failures=dict(Counter(v.reason for v in verdicts if not v.valid).most_common()))
