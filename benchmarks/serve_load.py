@@ -14,6 +14,7 @@ deadline; traffic goes to 127.0.0.1 only.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import socket
 import statistics
@@ -106,6 +107,11 @@ class Server:
         finally:
             conn.close()
 
+    def cpu_seconds(self) -> float:
+        """CPU time the server process (all its threads) has used so far."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(30)
@@ -151,9 +157,14 @@ async def _serve_runs(artifact: Path, max_batch: int, clients: list[int], second
         await server.ready()
         for c in clients:
             before = await server.metrics()
+            cpu_server, cpu_load = server.cpu_seconds(), time.process_time()
             row = await _drive(server.port, c, seconds)
+            cpu_server, cpu_load = server.cpu_seconds() - cpu_server, time.process_time() - cpu_load
             row["mean_batch"] = _delta_mean_batch(before, await server.metrics())
             row["max_batch"] = max_batch
+            # where the two cores went: per image served, in the server and in the load
+            row["server_cpu_ms"] = 1000 * cpu_server / max(row["requests"], 1)
+            row["load_cpu_ms"] = 1000 * cpu_load / max(row["requests"], 1)
             rows.append(row)
     finally:
         server.stop()
@@ -168,20 +179,32 @@ def _delta_mean_batch(before: str, after: str) -> float:
     return (read(after, "sum") - read(before, "sum")) / count if count else 0.0
 
 
+def _run_loop(coro):
+    """asyncio.run, on uvloop where it is installed (uvicorn[standard] brings it): the load shares
+    the cores with the server, so each microsecond it spends per request is one the server loses."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
 def _in_process(artifact: Path) -> dict:
     from runtime import Generator
 
     with Generator.load(artifact, backend="ort-cpu") as gen:
         gen.generate(64, seed=0)
-        t0 = time.perf_counter()
+        t0, cpu = time.perf_counter(), time.process_time()
         gen.generate(64 * 20, seed=1, batch_size=64)
         batched = 64 * 20 / (time.perf_counter() - t0)
+        cpu_ms = 1000 * (time.process_time() - cpu) / (64 * 20)
         single = []
         for i in range(200):
             t0 = time.perf_counter()
             gen.generate(1, seed=2, start=i)
             single.append((time.perf_counter() - t0) * 1000)
-    return {"batched_images_per_s": batched, "generate1_p50_ms": statistics.median(single)}
+    return {"batched_images_per_s": batched, "batched_cpu_ms": cpu_ms,
+            "generate1_p50_ms": statistics.median(single)}
 
 
 def markdown(result: dict) -> str:
@@ -190,14 +213,16 @@ def markdown(result: dict) -> str:
     lines = [f"Machine: {m['cpu']}, {m['cores']} cores. Server and load in separate processes on "
              f"127.0.0.1, {result['seconds']:g} s per row, one image per request.\n",
              f"In-process `Generator.generate`, batch 64: {base['batched_images_per_s']:.0f} "
-             f"images/s; a direct `generate(1)`: p50 {base['generate1_p50_ms']:.2f} ms.\n",
+             f"images/s ({base['batched_cpu_ms']:.2f} ms of CPU per image); a direct "
+             f"`generate(1)`: p50 {base['generate1_p50_ms']:.2f} ms.\n",
              "| --max-batch | clients | images/s | × in-process batched | p50 ms | p99 ms "
-             "| mean batch | errors |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| mean batch | errors | server CPU ms/image | load CPU ms/request |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in result["rows"]:
         lines.append(f"| {r['max_batch']} | {r['clients']} | {r['images_per_s']:.0f} | "
                      f"{r['images_per_s'] / base['batched_images_per_s']:.2f} | {r['p50_ms']:.2f} | "
-                     f"{r['p99_ms']:.2f} | {r['mean_batch']:.1f} | {r['errors']} |")
+                     f"{r['p99_ms']:.2f} | {r['mean_batch']:.1f} | {r['errors']} | "
+                     f"{r['server_cpu_ms']:.2f} | {r['load_cpu_ms']:.2f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -212,8 +237,8 @@ def main_command(
     """Measure dcgan-serve under a closed-loop load (see the module docstring)."""
     counts = [int(c) for c in clients.split(",")]
     result = {"seconds": seconds, "machine": machine.describe(), "in_process": _in_process(artifact)}
-    rows = asyncio.run(_serve_runs(artifact, 64, counts, seconds))
-    rows += asyncio.run(_serve_runs(artifact, 1, [max(counts)], seconds))
+    rows = _run_loop(_serve_runs(artifact, 64, counts, seconds))
+    rows += _run_loop(_serve_runs(artifact, 1, [max(counts)], seconds))
     result["rows"] = rows
     write_result(out, "serve", result, markdown(result))
     typer.echo(markdown(result))

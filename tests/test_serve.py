@@ -179,12 +179,11 @@ def test_real_server_serves_and_drains_on_sigterm(tiny_artifact):
 
 
 def test_load_benchmark_drives_a_real_server_with_keep_alive_clients(tiny_artifact):
-    import asyncio
+    from benchmarks.serve_load import _run_loop, _serve_runs
 
-    from benchmarks.serve_load import _serve_runs
-
-    rows = asyncio.run(_serve_runs(tiny_artifact, 8, [1, 4], 1.0))
+    rows = _run_loop(_serve_runs(tiny_artifact, 8, [1, 4], 1.0))
     assert [r["clients"] for r in rows] == [1, 4]
     for row in rows:
         assert row["requests"] > 0 and row["errors"] == 0 and row["mean_batch"] >= 1.0
         assert row["p50_ms"] <= row["p99_ms"]
+        assert row["server_cpu_ms"] > 0 and row["load_cpu_ms"] > 0
