@@ -2,7 +2,8 @@
 
     python -m benchmarks.serve_load ARTIFACT [--seconds 10] [--clients 1,8,64] [--out bench]
 
-Starts `dcgan-serve` on 127.0.0.1 (once with --max-batch 64, once with --max-batch 1), then
+Starts `dcgan-serve` on 127.0.0.1 (with its defaults, then with --concurrency 1 and with
+--max-batch 1 for the largest client count), then
 drives a closed loop from this process: C keep-alive clients, each asking for one image at a
 time (`GET /v1/images/{seed}/{index}.png`, every request a new index, so no cache helps) for a
 fixed duration. Reports images/s, p50/p99 latency, errors and the server's mean batch size (from
@@ -79,11 +80,12 @@ class Connection:
 
 
 class Server:
-    def __init__(self, artifact: Path, max_batch: int):
+    def __init__(self, artifact: Path, max_batch: int, concurrency: int):
         self.port = _free_port()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "serve.cli", str(artifact), "--port", str(self.port),
-             "--max-batch", str(max_batch), "--backend", "ort-cpu", "--max-queue", "100000"],
+             "--max-batch", str(max_batch), "--concurrency", str(concurrency),
+             "--backend", "ort-cpu", "--max-queue", "100000"],
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
     async def ready(self) -> None:
@@ -150,8 +152,9 @@ async def _drive(port: int, clients: int, seconds: float) -> dict:
             "p99_ms": ms[min(len(ms) - 1, int(0.99 * len(ms)))] if ms else None}
 
 
-async def _serve_runs(artifact: Path, max_batch: int, clients: list[int], seconds: float) -> list:
-    server = Server(artifact, max_batch)
+async def _serve_runs(artifact: Path, max_batch: int, concurrency: int, clients: list[int],
+                      seconds: float) -> list:
+    server = Server(artifact, max_batch, concurrency)
     rows = []
     try:
         await server.ready()
@@ -161,7 +164,7 @@ async def _serve_runs(artifact: Path, max_batch: int, clients: list[int], second
             row = await _drive(server.port, c, seconds)
             cpu_server, cpu_load = server.cpu_seconds() - cpu_server, time.process_time() - cpu_load
             row["mean_batch"] = _delta_mean_batch(before, await server.metrics())
-            row["max_batch"] = max_batch
+            row["max_batch"], row["concurrency"] = max_batch, concurrency
             # where the two cores went: per image served, in the server and in the load
             row["server_cpu_ms"] = 1000 * cpu_server / max(row["requests"], 1)
             row["load_cpu_ms"] = 1000 * cpu_load / max(row["requests"], 1)
@@ -215,11 +218,11 @@ def markdown(result: dict) -> str:
              f"In-process `Generator.generate`, batch 64: {base['batched_images_per_s']:.0f} "
              f"images/s ({base['batched_cpu_ms']:.2f} ms of CPU per image); a direct "
              f"`generate(1)`: p50 {base['generate1_p50_ms']:.2f} ms.\n",
-             "| --max-batch | clients | images/s | × in-process batched | p50 ms | p99 ms "
-             "| mean batch | errors | server CPU ms/image | load CPU ms/request |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| --max-batch | --concurrency | clients | images/s | × in-process batched | p50 ms "
+             "| p99 ms | mean batch | errors | server CPU ms/image | load CPU ms/request |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in result["rows"]:
-        lines.append(f"| {r['max_batch']} | {r['clients']} | {r['images_per_s']:.0f} | "
+        lines.append(f"| {r['max_batch']} | {r['concurrency']} | {r['clients']} | {r['images_per_s']:.0f} | "
                      f"{r['images_per_s'] / base['batched_images_per_s']:.2f} | {r['p50_ms']:.2f} | "
                      f"{r['p99_ms']:.2f} | {r['mean_batch']:.1f} | {r['errors']} | "
                      f"{r['server_cpu_ms']:.2f} | {r['load_cpu_ms']:.2f} |")
@@ -237,8 +240,9 @@ def main_command(
     """Measure dcgan-serve under a closed-loop load (see the module docstring)."""
     counts = [int(c) for c in clients.split(",")]
     result = {"seconds": seconds, "machine": machine.describe(), "in_process": _in_process(artifact)}
-    rows = _run_loop(_serve_runs(artifact, 64, counts, seconds))
-    rows += _run_loop(_serve_runs(artifact, 1, [max(counts)], seconds))
+    rows = _run_loop(_serve_runs(artifact, 64, 2, counts, seconds))  # dcgan-serve's defaults
+    rows += _run_loop(_serve_runs(artifact, 64, 1, [max(counts)], seconds))
+    rows += _run_loop(_serve_runs(artifact, 1, 2, [max(counts)], seconds))
     result["rows"] = rows
     write_result(out, "serve", result, markdown(result))
     typer.echo(markdown(result))

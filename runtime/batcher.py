@@ -1,10 +1,10 @@
 """A dynamic batcher: concurrent requests for images coalesced into backend calls.
 
 Requests for `(seed, start, n)` from many threads or asyncio tasks are cut into pieces of at
-most `max_batch` images and queued; one worker thread takes as many queued pieces as fit in
-`max_batch` images the moment the backend is free (waiting at most `max_delay_ms` for more,
-default 0: whatever is queued goes, as Triton's dynamic batcher does), runs them as one backend
-call, and hands every caller exactly the bytes `Generator.generate(n, seed=seed, start=start)`
+most `max_batch` images and queued; a worker thread takes as many queued pieces as fit in
+`max_batch` images the moment it is free (waiting at most `max_delay_ms` for more, default 0:
+whatever is queued goes, as Triton's dynamic batcher does), runs them as one backend call, and
+hands every caller exactly the bytes `Generator.generate(n, seed=seed, start=start)`
 returns: a latent depends only on (seed, index), and a backend's output for an image does not
 depend on the batch around it.
 
@@ -91,23 +91,30 @@ class Batcher:
         max_queue: most images queued at once; more is refused with Overloaded.
         timeout_s: default deadline per request (None: none).
         on_batch: called with a BatchStats after every backend call (metrics).
+        concurrency: backend calls in flight at once, one worker thread each (Triton's instance
+            count). With 2, the next batch is already running while the last slices of the one
+            before finish and its callers are answered, so the cores do not wait on each other.
     """
 
     def __init__(self, generator: Generator, max_batch: int = 64, max_delay_ms: float = 0.0,
                  max_queue: int = 4096, timeout_s: float | None = 30.0,
-                 on_batch: Callable[[BatchStats], None] | None = None):
-        if max_batch < 1 or max_queue < 1 or max_delay_ms < 0:
-            raise ValueError("need max_batch >= 1, max_queue >= 1 and max_delay_ms >= 0")
+                 on_batch: Callable[[BatchStats], None] | None = None, concurrency: int = 1):
+        if max_batch < 1 or max_queue < 1 or max_delay_ms < 0 or concurrency < 1:
+            raise ValueError("need max_batch >= 1, max_queue >= 1, max_delay_ms >= 0 and "
+                             "concurrency >= 1")
         self.generator = generator
         self.max_batch = min(max_batch, generator.max_batch or max_batch)
         self.max_delay = max_delay_ms / 1000.0
         self.max_queue, self.timeout_s, self.on_batch = max_queue, timeout_s, on_batch
+        self.concurrency = concurrency
         self._pieces: deque[_Piece] = deque()
         self._queued_images = 0
         self._cond = threading.Condition()
         self._closed = False
-        self._worker = threading.Thread(target=self._run, name="batcher", daemon=True)
-        self._worker.start()
+        self._workers = [threading.Thread(target=self._run, name=f"batcher-{i}", daemon=True)
+                         for i in range(concurrency)]
+        for worker in self._workers:
+            worker.start()
 
     # -- callers ---------------------------------------------------------------------------------
     @property
@@ -139,7 +146,7 @@ class Batcher:
             for offset in offsets:
                 self._pieces.append(_Piece(request, offset, min(self.max_batch, n - offset)))
             self._queued_images += n
-            self._cond.notify()
+            self._cond.notify_all()
         return request.future
 
     def generate(self, seed: int, start: int, n: int, timeout_s: float | None = None) -> np.ndarray:
@@ -153,11 +160,12 @@ class Batcher:
         return await asyncio.wrap_future(self.submit(seed, start, n, timeout_s))
 
     def close(self) -> None:
-        """Take no more requests; finish every queued one; stop the worker."""
+        """Take no more requests; finish every queued one; stop the workers."""
         with self._cond:
             self._closed = True
-            self._cond.notify()
-        self._worker.join()
+            self._cond.notify_all()
+        for worker in self._workers:
+            worker.join()
 
     def __enter__(self) -> Batcher:
         return self
@@ -214,8 +222,9 @@ class Batcher:
                 try:
                     self._deliver(piece, self._infer([piece]))
                 except Exception as e:  # noqa: BLE001
-                    if not piece.request.future.done():
-                        piece.request.future.set_exception(e)
+                    with self._cond:  # its other pieces may be failing in another worker
+                        if not piece.request.future.done():
+                            piece.request.future.set_exception(e)
             return
         k = 0
         for piece in batch:
@@ -233,12 +242,13 @@ class Batcher:
                             for p in batch])
         return self.generator.backend.infer(z)
 
-    @staticmethod
-    def _deliver(piece: _Piece, images: np.ndarray) -> None:
+    def _deliver(self, piece: _Piece, images: np.ndarray) -> None:
         request = piece.request
         if request.future.done():
             return
         request.out[piece.offset:piece.offset + piece.count] = images
-        request.pieces_left -= 1
-        if request.pieces_left == 0:
+        with self._cond:  # a request's pieces may finish in different workers
+            request.pieces_left -= 1
+            last = request.pieces_left == 0
+        if last:
             request.future.set_result(request.out)

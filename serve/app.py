@@ -171,7 +171,8 @@ def create_app(batcher: Batcher, limits: Limits = Limits()) -> Starlette:
                              "limits": {**asdict(limits), "max_batch": batcher.max_batch,
                                         "max_delay_ms": batcher.max_delay * 1000,
                                         "max_queue_images": batcher.max_queue,
-                                        "timeout_s": batcher.timeout_s}})
+                                        "timeout_s": batcher.timeout_s,
+                                        "concurrency": batcher.concurrency}})
 
     async def prometheus(request: Request) -> Response:
         metrics.queue_depth.set(batcher.queued_images)

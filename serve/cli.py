@@ -39,6 +39,9 @@ def main_command(
     max_batch: Annotated[int, typer.Option(min=1, help="Most images per backend call.")] = 64,
     max_delay_ms: Annotated[float, typer.Option(min=0.0, help="How long a batch that is not full "
                                                 "may wait for more requests (0: never).")] = 0.0,
+    concurrency: Annotated[int, typer.Option(min=1, help="Batches in flight at once: with 2, the "
+                                             "next batch runs while the last one's callers are "
+                                             "answered.")] = 2,
     backend: Annotated[str, typer.Option(help=f"auto, {', '.join(BACKENDS)}.")] = "auto",
     precision: Annotated[str | None, typer.Option(help="fp32, fp16 or int8 model file.",
                                                   show_default=False)] = None,
@@ -62,7 +65,7 @@ def main_command(
 
     with Generator.load(artifact, backend=backend, device=device, precision=precision) as gen, \
             Batcher(gen, max_batch=max_batch, max_delay_ms=max_delay_ms, max_queue=max_queue,
-                    timeout_s=timeout or None) as batcher:
+                    timeout_s=timeout or None, concurrency=concurrency) as batcher:
         asgi = create_app(batcher, Limits(max_images_per_request=max_images_per_request))
 
         class Server(uvicorn.Server):

@@ -150,3 +150,56 @@ def test_bad_arguments_are_value_errors(gen):
         for args in [(-1, 0, 1), (0, -1, 1), (0, 0, 0), (2**128, 0, 1)]:
             with pytest.raises(ValueError):
                 batcher.submit(*args)
+
+
+class Counting(SlowBackend):
+    """SlowBackend that records the most calls inside infer at once."""
+
+    def __init__(self, backend):
+        super().__init__(backend)
+        self.active, self.peak, self.lock = 0, 0, threading.Lock()
+
+    def infer(self, z):
+        with self.lock:
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+        try:
+            return super().infer(z)
+        finally:
+            with self.lock:
+                self.active -= 1
+
+
+def test_two_workers_run_two_batches_at_once_and_stay_exact(gen):
+    counting = Counting(gen.backend)
+    with Batcher(_with_backend(gen, counting), max_batch=4, concurrency=2) as batcher:
+        counting.gate.clear()
+        big = batcher.submit(7, 3, 18)  # five pieces, shared by both workers
+        small = [batcher.submit(s, 0, 1) for s in range(3)]
+        time.sleep(0.1)
+        assert counting.peak == 2  # both workers inside the backend at once
+        counting.gate.set()
+        np.testing.assert_array_equal(big.result(10), gen.generate(18, seed=7, start=3))
+        for s, f in enumerate(small):
+            np.testing.assert_array_equal(f.result(10), gen.generate(1, seed=s))
+
+
+def test_a_request_failing_in_two_workers_fails_once_and_the_workers_live(gen):
+    poison = gen.latents(8, seed=666)[[0, 4]]  # one latent in each of the request's two pieces
+
+    class TwoPoisons(SlowBackend):
+        def infer(self, z):
+            if any(np.array_equal(row, p) for row in z for p in poison):
+                self.gate.wait(10)  # both pieces fail together, one in each worker
+                raise RuntimeError("backend failure")
+            return super().infer(z)
+
+    flaky = TwoPoisons(gen.backend)
+    with Batcher(_with_backend(gen, flaky), max_batch=4, concurrency=2) as batcher:
+        flaky.gate.clear()
+        bad = batcher.submit(666, 0, 8)
+        time.sleep(0.1)
+        flaky.gate.set()
+        with pytest.raises(RuntimeError, match="backend failure"):
+            bad.result(10)
+        np.testing.assert_array_equal(batcher.generate(1, 0, 5), gen.generate(5, seed=1))

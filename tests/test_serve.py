@@ -105,6 +105,7 @@ def test_health_readiness_info_and_metrics(service):
     assert client.get("/readyz").status_code == 200
     info = client.get("/v1/info").json()
     assert info["backend"] == "ort-cpu" and info["limits"]["max_batch"] == 16
+    assert info["limits"]["concurrency"] == 1
     assert info["manifest"]["model"]["nz"] == 16
     client.get("/v1/images/1/1.png")
     text = client.get("/metrics").text
@@ -181,7 +182,7 @@ def test_real_server_serves_and_drains_on_sigterm(tiny_artifact):
 def test_load_benchmark_drives_a_real_server_with_keep_alive_clients(tiny_artifact):
     from benchmarks.serve_load import _run_loop, _serve_runs
 
-    rows = _run_loop(_serve_runs(tiny_artifact, 8, [1, 4], 1.0))
+    rows = _run_loop(_serve_runs(tiny_artifact, 8, 2, [1, 4], 1.0))
     assert [r["clients"] for r in rows] == [1, 4]
     for row in rows:
         assert row["requests"] > 0 and row["errors"] == 0 and row["mean_batch"] >= 1.0
