@@ -146,3 +146,49 @@ def test_quality_is_logged_and_best_checkpoint_kept(tmp_path):
     assert set(scored[0]["quality"]) >= {"valid", "balance", "distinct", "failures"}
     assert (tmp_path / "r" / "checkpoints" / "best.pt").exists()
     assert (tmp_path / "r" / "samples" / "step_000002.png").exists()
+
+
+def test_anneal_scale_falls_linearly_to_zero_from_its_share_of_the_run():
+    from train.config import TrainConfig
+    from train.recipe import RECIPES
+    from train.step import anneal_scale
+
+    cfg = TrainConfig(anneal_from=0.5)
+    assert [anneal_scale(cfg, s, 8) for s in (0, 3, 4, 5, 6, 7, 8)] == [1, 1, 1, .75, .5, .25, 0]
+    assert anneal_scale(TrainConfig(), 7, 8) == 1.0  # the default: never
+    assert RECIPES["paper"]["anneal_from"] == 1.0
+
+
+def test_resume_after_an_interrupt_is_bit_exact_while_annealing(tmp_path, monkeypatch):
+    """Learning rates and noise follow the run's step, so a run stopped mid-anneal by SIGINT and
+    resumed ends with the weights, optimizer state and learning rates of one uninterrupted run."""
+    import os
+    import signal
+
+    from conftest import tiny_train
+
+    from train import loop
+    from train.errors import Interrupted
+
+    knobs = dict(data="shapes:64", ema=0.99, instance_noise=0.1, anneal_from=0.3, lr_d=1e-4)
+    full = tiny_train(tmp_path / "full", steps=7, **knobs)
+    plain_step = loop.gan_step
+
+    def interrupted_at_step_4(*args, **kwargs):
+        if args[7] == 4:  # the step argument: SIGINT arrives during the fifth update
+            os.kill(os.getpid(), signal.SIGINT)
+        return plain_step(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "gan_step", interrupted_at_step_4)
+    with pytest.raises(Interrupted):
+        tiny_train(tmp_path / "split", steps=7, **knobs)
+    monkeypatch.setattr(loop, "gan_step", plain_step)
+    resumed = tiny_train(tmp_path / "split", steps=7, resume=True, **knobs)
+    for a, b in ((full.generator, resumed.generator), (full.discriminator, resumed.discriminator),
+                 (full.generator_ema, resumed.generator_ema)):
+        for (k, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+            assert torch.equal(x, y), k
+    states = [torch.load(d / "checkpoints" / "last.pt", weights_only=False)
+              for d in (tmp_path / "full", tmp_path / "split")]
+    lrs = [[s[o]["param_groups"][0]["lr"] for o in ("opt_g", "opt_d")] for s in states]
+    assert lrs[0] == lrs[1] and 0 < lrs[0][0] < 2e-4 and 0 < lrs[0][1] < 1e-4

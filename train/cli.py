@@ -72,6 +72,10 @@ def main_command(
     ema: Annotated[float | None, typer.Option(
         min=0.0, max=0.99999, help="Decay of the moving average of G's weights that export "
                                    "ships (0: none).", show_default=False)] = None,
+    anneal_from: Annotated[float | None, typer.Option(
+        min=0.0, max=1.0, help="Share of the run after which both learning rates and the "
+                               "instance noise fall linearly to 0 (1: never).",
+        show_default=False)] = None,
     quality_every: Annotated[int, typer.Option(min=0, help="Steps between quality scores of the "
                                                "shipped G on shapes data (0: never).")] = 500,
     quality_samples: Annotated[int, typer.Option(min=16, help="Samples per quality score.")

@@ -63,6 +63,8 @@ class TrainConfig:
     r1_gamma: float = 0.0  # R1 penalty weight, gamma/2 * E|grad D(x)|^2 on real images (Mescheder 2018)
     r1_every: int = 16  # lazy R1: applied every this many steps, scaled up to match
     ema: float = 0.0  # decay of an exponential moving average of G's weights (0: none)
+    anneal_from: float = 1.0  # share of the run after which both learning rates and the
+    #                           instance noise fall linearly to 0 at its end (1.0: never)
     quality_every: int = 0  # steps between quality scores of the shipped G on shapes data (0: never)
     quality_samples: int = 256  # samples per quality score
     recipe: str = "paper"  # the recipe these settings came from (train/recipe.py), for the record

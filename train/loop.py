@@ -39,7 +39,7 @@ from train.quality import score_images
 from train.rundir import last_checkpoint, prepare_run_dir, stored_run
 from train.shapes import CLASSES
 from train.shipping import sample_images, shipping_generator
-from train.step import StepResult, gan_step
+from train.step import StepResult, anneal_scale, gan_step
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +118,10 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool, overwrite: bo
         while run.step < total_steps:
             for real in _epoch_batches(run, dataset, sampler):
                 z = sample_latent(real.size(0), model_cfg, device, run.latent_rng)
+                anneal = anneal_scale(cfg, run.step, total_steps)
+                run.scale_learning_rates(anneal)
                 result = gan_step(g_train, d_train, run.opt_g, run.opt_d, real, z, cfg, run.step,
-                                  autocast)
+                                  autocast, anneal)
                 run.after_step(result, real.size(0), total_steps)
                 if stop_signal:
                     if dist.is_main:
@@ -192,6 +194,13 @@ class Run:
         self.metrics = None
         self.bar = None
         self._t_last, self._images_since = time.perf_counter(), 0
+
+    def scale_learning_rates(self, scale: float) -> None:
+        """Both optimizers at `scale` times their configured learning rate (set every step, so a
+        resumed run follows the same schedule)."""
+        for opt, lr in ((self.opt_g, self.cfg.lr), (self.opt_d, self.cfg.lr_d or self.cfg.lr)):
+            for group in opt.param_groups:
+                group["lr"] = lr * scale
 
     def _latent_seed(self) -> int:
         return self.cfg.seed * 1_000_003 + 7919 * (self.dist.rank + 1)

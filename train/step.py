@@ -37,6 +37,17 @@ def noise_std(cfg: TrainConfig, step: int) -> float:
     return cfg.instance_noise_floor + (cfg.instance_noise - cfg.instance_noise_floor) * left
 
 
+def anneal_scale(cfg: TrainConfig, step: int, total_steps: int) -> float:
+    """The factor on both learning rates and the instance noise at `step`: 1 until
+    cfg.anneal_from of the run, then linearly down to 0 at its end. Annealing both lets G settle
+    into the flat colours that D's noisy view cannot resolve, while D, no longer noised, does not
+    outrun a G that still moves at full speed."""
+    start = cfg.anneal_from * total_steps
+    if cfg.anneal_from >= 1.0 or step < start:
+        return 1.0
+    return max(0.0, (total_steps - step) / (total_steps - start))
+
+
 def r1_penalty(out_real: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     """E |grad_x D(x)|^2 over the batch, differentiable (for the R1 term)."""
     (grad,) = torch.autograd.grad(out_real.sum(), real, create_graph=True)
@@ -66,14 +77,16 @@ class StepResult:
 
 def gan_step(g: torch.nn.Module, d: torch.nn.Module, opt_g: torch.optim.Optimizer,
              opt_d: torch.optim.Optimizer, real: torch.Tensor, z: torch.Tensor,
-             cfg: TrainConfig, step: int, autocast: AbstractContextManager) -> StepResult:
-    """Update D, then G, once; `step` (the number of updates so far) sets the noise and R1."""
+             cfg: TrainConfig, step: int, autocast: AbstractContextManager,
+             anneal: float = 1.0) -> StepResult:
+    """Update D, then G, once; `step` (the number of updates so far) sets the noise and R1,
+    `anneal` (anneal_scale) scales the noise; the caller scales the learning rates."""
     b = real.size(0)
     device = real.device
     ones = torch.ones(b, device=device)
     real_targets = torch.full((b,), 1.0 - cfg.label_smoothing, device=device)
     zeros = torch.zeros(b, device=device)
-    noise = noise_std(cfg, step)
+    noise = noise_std(cfg, step) * anneal
     lazy_r1 = cfg.r1_gamma > 0 and step % cfg.r1_every == 0
 
     # (1) D: maximise log D(x) + log(1 - D(G(z))), plus R1 on real images
