@@ -177,3 +177,38 @@ def test_instance_noise_and_label_smoothing(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     assert result.step == 3 and all(r["loss_d"] > 0 for r in rows)
     assert json.loads((tmp_path / "r" / "config.json").read_text())["train"]["label_smoothing"] == 0.1
+
+
+def test_g_step_through_a_frozen_d_gives_the_same_weights(monkeypatch):
+    """G's update runs D with its weights out of autograd (no D weight gradients to compute or
+    reduce): every weight after three steps is bit-identical to a G step through a live D, D's
+    gradients are those of its own loss alone, and D is trainable again afterwards."""
+    import contextlib
+    import copy
+
+    from train import step as step_module
+    from train.config import ModelConfig, TrainConfig
+    from train.models import build_models
+
+    cfg = TrainConfig(label_smoothing=0.1, instance_noise=0.1)
+    torch.manual_seed(0)
+    g0, d0 = build_models(ModelConfig(ngf=8, ndf=8, nz=16))
+    real, z = torch.rand(8, 3, 64, 64) * 2 - 1, torch.randn(8, 16)
+
+    def three_steps():
+        g, d = copy.deepcopy(g0), copy.deepcopy(d0)
+        opt_g, opt_d = torch.optim.Adam(g.parameters(), 2e-4), torch.optim.Adam(d.parameters(), 2e-4)
+        torch.manual_seed(1)  # the instance noise
+        for i in range(3):
+            step_module.gan_step(g, d, opt_g, opt_d, real, z, cfg, i, contextlib.nullcontext())
+        return g, d
+
+    g_frozen, d_frozen = three_steps()
+    grads_frozen = [p.grad.clone() for p in d_frozen.parameters()]
+    monkeypatch.setattr(step_module, "frozen", contextlib.contextmanager(lambda d: (yield d)))
+    g_live, d_live = three_steps()
+    _assert_same_weights(g_frozen.state_dict(), g_live.state_dict())
+    _assert_same_weights(d_frozen.state_dict(), d_live.state_dict())
+    assert all(p.requires_grad for p in d_frozen.parameters())
+    # through a live D, G's loss adds to D's gradients (discarded by D's next zero_grad)
+    assert any(not torch.equal(a, p.grad) for a, p in zip(grads_frozen, d_live.parameters()))

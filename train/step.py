@@ -6,11 +6,13 @@ label smoothing of D's real target, and a lazy R1 penalty on real images.
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 
 from train.config import TrainConfig
 
@@ -46,6 +48,20 @@ def anneal_scale(cfg: TrainConfig, step: int, total_steps: int) -> float:
     if cfg.anneal_from >= 1.0 or step < start:
         return 1.0
     return max(0.0, (total_steps - step) / (total_steps - start))
+
+
+@contextmanager
+def frozen(d: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """D with its weights out of autograd, for G's update: G's gradient flows through D, but
+    D's own weight gradients (a third of a D backward), which D's next zero_grad would discard,
+    are never computed. The plain module, not a DistributedDataParallel wrapper: nothing of D's
+    is reduced across ranks in G's step. G's gradients are bit-identical either way (tested)."""
+    plain = d.module if isinstance(d, DistributedDataParallel) else d
+    plain.requires_grad_(False)
+    try:
+        yield plain
+    finally:
+        plain.requires_grad_(True)
 
 
 def r1_penalty(out_real: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
@@ -109,10 +125,11 @@ def gan_step(g: torch.nn.Module, d: torch.nn.Module, opt_g: torch.optim.Optimize
 
     # (2) G: maximise log D(G(z)) (real labels for fakes)
     opt_g.zero_grad(set_to_none=True)
-    with autocast:
-        out_gen = d(with_noise(fake, noise)).float()
-        loss_g = F.binary_cross_entropy_with_logits(out_gen, ones)
-    loss_g.backward()
+    with frozen(d) as d_fixed:
+        with autocast:
+            out_gen = d_fixed(with_noise(fake, noise)).float()
+            loss_g = F.binary_cross_entropy_with_logits(out_gen, ones)
+        loss_g.backward()
     opt_g.step()
     return StepResult((loss_real + loss_fake).detach(), loss_g.detach(), out_real.detach(),
                       out_fake.detach(), out_gen.detach(), noise)
