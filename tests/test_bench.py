@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -97,3 +98,26 @@ def test_generate_speed_measures_every_format_against_inference(tiny_artifact, t
     assert set(result["ratio_to_inference"]) == {"png", "tar", "npy"}
     assert all(r > 0 for r in result["ratio_to_inference"].values())
     assert "`dcgan-generate --format tar`" in (tmp_path / "generate.md").read_text()
+
+
+def test_train_speed_compares_two_trees(tmp_path):
+    from benchmarks.train_speed import app as speed_app
+    from runtime.cli_support import run_app
+
+    here = Path(__file__).resolve().parents[1]
+    tiny = "--data shapes:512 --ngf 8 --ndf 8 --nz 16 --batch-size 8 --workers 0"
+    assert run_app(speed_app, [str(here), "--base-args", tiny, "--args", tiny, "--steps", "41",
+                               "--rounds", "1", "--out", str(tmp_path)], prog="train_speed") == 0
+    result = json.loads((tmp_path / "train_speed.json").read_text())
+    (row,) = result["rows"]
+    assert row["order"] == ["base", "this"] and row["base"] > 0 and row["this"] > 0
+    assert result["median_ratio"] == pytest.approx(row["this"] / row["base"]) and result["this"]["args"][0] == "--data"
+    assert "| round | base images/s | this images/s | ratio |" in (tmp_path / "train_speed.md").read_text()
+
+
+def test_train_speed_refuses_a_tree_without_the_project(tmp_path, capsys):
+    from benchmarks.train_speed import app as speed_app
+    from runtime.cli_support import run_app
+
+    assert run_app(speed_app, [str(tmp_path)], prog="train_speed") == 1
+    assert "holds no train/cli.py" in capsys.readouterr().err
