@@ -27,6 +27,19 @@ def pytest_collection_modifyitems(config, items):
             item.gpu_unusable = "; ".join(reasons)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_cache_dir(tmp_path_factory):
+    """The data cache (shapes renders, decoded folders) of this session only, for every test and
+    the processes they start: nothing read from or left in the user's ~/.cache/dcgan."""
+    saved = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+    yield
+    if saved is None:
+        del os.environ["XDG_CACHE_HOME"]
+    else:
+        os.environ["XDG_CACHE_HOME"] = saved
+
+
 @pytest.fixture(autouse=True)
 def _gpu_required(request):
     reason = getattr(request.node, "gpu_unusable", None)

@@ -142,3 +142,38 @@ def test_transparent_pixels_become_white():
     Image.fromarray(rgba, "RGBA").save(buf, format="PNG")
     out = prepare_image(buf.getvalue(), 3)
     assert tuple(out[0, 0]) == (255, 255, 255) and tuple(out[32, 32]) == (200, 10, 10)
+
+
+def test_shapes_are_rendered_once_into_the_cache(tmp_path, monkeypatch):
+    from train import shapes
+
+    cache = tmp_path / "cache"
+    ds = open_dataset("shapes:40", cache_dir=cache, shapes_seed=3)
+    assert len(ds) == 40 and ds.fingerprint == "shapes:3:40"
+    for i in (0, 17, 39):  # the cache holds exactly what the renderer draws
+        image, label = shapes.render(3, i)
+        got, got_label = ds[i]
+        assert np.array_equal(got, image) and got_label == label
+    assert len(list(cache.glob("*.npy"))) == 1
+    grey = open_dataset("shapes:40", nc=1, cache_dir=cache, shapes_seed=3)  # its own cache
+    assert grey[17][0].shape == (64, 64, 1) and len(list(cache.glob("*.npy"))) == 2
+
+    def no_rendering(seed, index):
+        raise AssertionError("rendered again")
+
+    monkeypatch.setattr(shapes, "render", no_rendering)
+    again = open_dataset("shapes:40", cache_dir=cache, shapes_seed=3)
+    assert np.array_equal(again.images, ds.images)
+
+
+def test_a_new_renderer_version_rebuilds_the_shapes_cache(tmp_path, monkeypatch):
+    from train import shapes
+
+    cache = tmp_path / "cache"
+    open_dataset("shapes:16", cache_dir=cache)
+    calls = []
+    render = shapes.render
+    monkeypatch.setattr(shapes, "render", lambda seed, i: calls.append(i) or render(seed, i))
+    monkeypatch.setattr(shapes, "RENDER_VERSION", shapes.RENDER_VERSION + 1)
+    ds = open_dataset("shapes:16", cache_dir=cache)
+    assert len(calls) == 16 and ds.fingerprint == "shapes:0:16"  # the run's identity is unchanged

@@ -12,6 +12,7 @@ import numpy as np
 
 CLASSES = ("circle", "square", "triangle")
 SIZE = 64
+RENDER_VERSION = 1  # bump whenever render() draws different bytes: cached renders are rebuilt
 MIN_RADIUS, MAX_RADIUS = 10.0, 24.0  # circumradius, px
 MIN_COLOUR_DISTANCE = 120.0  # Euclidean RGB distance between foreground and background
 SUPERSAMPLE = 4  # 4x4 samples per pixel give the anti-aliased coverage
