@@ -100,7 +100,7 @@ def main_command(
                           ] = DEFAULTS.keep_every,
     log_every: Annotated[int, typer.Option(min=1, help="Steps between metrics.jsonl lines.")
                          ] = DEFAULTS.log_every,
-    cache_dir: Annotated[str | None, typer.Option(help="Image cache for folder/lmdb data "
+    cache_dir: Annotated[str | None, typer.Option(help="Image cache for shapes, folder and lmdb data "
                                                        "[default: ~/.cache/dcgan].")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from "
                                               "checkpoints/last.pt (its config is kept).")] = False,

@@ -68,4 +68,4 @@ class TrainConfig:
     quality_every: int = 0  # steps between quality scores of the shipped G on shapes data (0: never)
     quality_samples: int = 256  # samples per quality score
     recipe: str = "paper"  # the recipe these settings came from (train/recipe.py), for the record
-    cache_dir: str | None = None  # image cache for folder/lmdb data (default ~/.cache/dcgan)
+    cache_dir: str | None = None  # image cache for shapes, folder and lmdb data (default ~/.cache/dcgan)
