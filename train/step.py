@@ -53,8 +53,9 @@ def anneal_scale(cfg: TrainConfig, step: int, total_steps: int) -> float:
 @contextmanager
 def frozen(d: torch.nn.Module) -> Iterator[torch.nn.Module]:
     """D with its weights out of autograd, for G's update: G's gradient flows through D, but
-    D's own weight gradients, which D's next zero_grad would discard, are never computed. The plain module, not a DistributedDataParallel wrapper: nothing of D's
-    is reduced across ranks in G's step. G's gradients are bit-identical either way (tested)."""
+    D's own weight gradients, which D's next zero_grad would discard, are never computed. The
+    plain module, not a DistributedDataParallel wrapper: nothing of D's is reduced across ranks
+    in G's step. G's gradients are bit-identical either way (tested)."""
     plain = d.module if isinstance(d, DistributedDataParallel) else d
     plain.requires_grad_(False)
     try:
