@@ -122,3 +122,29 @@ def test_train_speed_refuses_a_tree_without_the_project(tmp_path, capsys):
 
     assert run_app(speed_app, [str(tmp_path)], prog="train_speed") == 1
     assert "holds no train/cli.py" in capsys.readouterr().err
+
+
+def test_parameter_code_carries_the_render_parameters():
+    from benchmarks.supervised_bound import parameter_code
+    from train import shapes
+
+    spec = shapes.draw_spec(0, 7)
+    code = parameter_code(spec, 100)
+    assert code.dtype == np.float32 and code.shape == (100,)
+    assert code[:3].tolist() == [float(k == spec.label) for k in range(3)]
+    assert np.allclose((code[8:11] + 1) * 127.5, spec.background, atol=1e-3)
+    assert np.allclose((code[11:14] + 1) * 127.5, spec.foreground, atol=1e-3)
+    assert not code[14:].any() and np.abs(code).max() <= 1.0
+
+
+def test_supervised_bound_writes_its_curve(tmp_path):
+    from benchmarks.supervised_bound import app as bound_app
+    from runtime.cli_support import run_app
+
+    assert run_app(bound_app, ["--ngf", "8", "--steps", "4", "--every", "2", "--length", "600",
+                               "--out", str(tmp_path)], prog="supervised_bound") == 0
+    curve = [json.loads(line) for line in (tmp_path / "bound.jsonl").read_text().splitlines()]
+    assert [p["step"] for p in curve] == [2, 4]
+    assert all(p["n"] == 512 and 0.0 <= p["valid"] <= 1.0 and p["background_deviation"] > 0
+               for p in curve)
+    assert (tmp_path / "bound.png").stat().st_size > 1000

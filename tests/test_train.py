@@ -70,6 +70,20 @@ def test_resume_is_bit_exact(tmp_path):
     assert torch.equal(a["opt_g"]["state"][0]["exp_avg"], b["opt_g"]["state"][0]["exp_avg"])
 
 
+def test_bf16_on_cpu_trains_in_bf16_and_resumes_bit_exact(tmp_path, monkeypatch):
+    # the capability check patched on: autocast itself runs on any CPU, natively or emulated
+    monkeypatch.setattr("train.device.native_bf16", lambda device: True)
+    fp32 = tiny_train(tmp_path / "fp32", steps=5, data="shapes:64", device="cpu")
+    full = tiny_train(tmp_path / "full", steps=5, data="shapes:64", device="cpu", bf16=True)
+    tiny_train(tmp_path / "split", steps=2, data="shapes:64", device="cpu", bf16=True)
+    resumed = tiny_train(tmp_path / "split", steps=5, data="shapes:64", device="cpu", bf16=True,
+                         resume=True)
+    _assert_same_weights(full.generator.state_dict(), resumed.generator.state_dict())
+    _assert_same_weights(full.discriminator.state_dict(), resumed.discriminator.state_dict())
+    assert all(p.dtype == torch.float32 for p in full.generator.parameters())  # fp32 master weights
+    assert not torch.equal(fp32.generator.main[0].weight, full.generator.main[0].weight)
+
+
 def test_existing_run_is_refused_without_resume_or_overwrite(tmp_path):
     tiny_train(tmp_path / "r", steps=1)
     with pytest.raises(TrainingError, match="already holds a run — pass --resume"):

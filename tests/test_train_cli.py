@@ -1,6 +1,6 @@
 import pytest
 
-pytest.importorskip("torch")
+torch = pytest.importorskip("torch")
 
 from runtime.cli_support import run_app  # noqa: E402
 from train.cli import app  # noqa: E402
@@ -39,12 +39,21 @@ def test_trains_then_refuses_to_clobber(tmp_path, capsys):
     (["--latent", "cauchy"], 2, "--latent must be one of normal, uniform"),
     (["--data", "/nope"], 1, "--data /nope does not exist"),
     (["--data", "shapes:8"], 1, "fewer than one batch"),
-    (["--device", "cpu", "--bf16"], 1, "--bf16 autocast needs a CUDA device"),
 ])
 def test_errors_are_one_line_with_exit_codes(tmp_path, capsys, argv, code, message):
     got, err = _run([*TINY, "--steps", "1", "--out", str(tmp_path / "r"), *argv], capsys)
     assert got == code
     assert message in _one_error_line(err)
+
+
+def test_bf16_is_refused_where_the_cpu_would_emulate_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    code, err = _run([*TINY, "--steps", "1", "--out", str(tmp_path / "r"), "--device", "cpu",
+                      "--bf16"], capsys)
+    assert code == 1
+    assert "--bf16 autocast needs native bf16 and this CPU" in _one_error_line(err)
+    assert not (tmp_path / "r").exists()
 
 
 def test_debug_shows_traceback(tmp_path, capsys):

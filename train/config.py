@@ -49,7 +49,7 @@ class TrainConfig:
     beta2: float = 0.999
     seed: int = 0
     device: str = "auto"  # auto (cuda, mps, cpu), cpu, cuda, cuda:N, mps
-    bf16: bool = False  # bf16 autocast, CUDA only
+    bf16: bool = False  # bf16 autocast (CUDA GPUs, CPUs with AVX512-BF16 or AMX)
     channels_last: bool = False
     workers: int = 2  # data-loader worker processes
     save_every: int = 500  # steps between rewrites of checkpoints/last.pt

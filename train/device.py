@@ -20,6 +20,25 @@ def parse_device(name: str) -> torch.device:
     return device
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes bf16 natively, so that bf16 autocast is faster, not slower:
+    CUDA GPUs from Ampere on, and CPUs with AVX512-BF16 or AMX (oneDNN runs bf16 convolutions
+    there; elsewhere it emulates them at a fraction of fp32's speed)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    if device.type == "cpu":
+        return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return False
+
+
+def check_bf16(device: torch.device) -> None:
+    """TrainingError (one line) when --bf16 would not speed training up on `device`."""
+    if not native_bf16(device):
+        what = (f"this CPU ({torch.backends.cpu.get_cpu_capability()}) has neither AVX512-BF16 "
+                "nor AMX" if device.type == "cpu" else f"{device} has no native bf16")
+        raise TrainingError(f"--bf16 autocast needs native bf16 and {what} — drop --bf16")
+
+
 def pick_device(name: str, local_rank: int = 0) -> torch.device:
     """`auto`: this process's CUDA GPU, else MPS, else the CPU; any other name as parsed, with a
     one-line error for CUDA that torch cannot see."""

@@ -28,7 +28,7 @@ from runtime.images import make_grid, save_image
 from train.checkpoint import capture_rng, restore_rng, save_checkpoint
 from train.config import ModelConfig, TrainConfig
 from train.data import collate_uint8, open_dataset, to_unit_range
-from train.device import pick_device
+from train.device import check_bf16, pick_device
 from train.distributed import Distributed, setup_distributed
 from train.ema import ema_decay, update_ema
 from train.errors import Interrupted, TrainingError
@@ -83,8 +83,8 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool, overwrite: bo
 
     # Everything that can fail is checked before the run directory is touched.
     device = pick_device(cfg.device, dist.local_rank)
-    if cfg.bf16 and device.type != "cuda":
-        raise TrainingError(f"--bf16 autocast needs a CUDA device — drop --bf16 on {device.type}")
+    if cfg.bf16:
+        check_bf16(device)
     dataset = open_dataset(cfg.data, nc=model_cfg.nc,
                            cache_dir=Path(cfg.cache_dir) if cfg.cache_dir else None)
     if state is not None and state["data_fingerprint"] != dataset.fingerprint:
