@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 import signal
@@ -12,6 +13,7 @@ torch = pytest.importorskip("torch")
 
 from conftest import tiny_train  # noqa: E402
 
+import train.data  # noqa: E402
 from train.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 from train.errors import TrainingError  # noqa: E402
 
@@ -156,11 +158,25 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _counting(shapes_source, log_path: str):
+    """shapes_source whose renders are logged, one line per image drawn into the cache."""
+    def counted(seed: int, length: int):
+        source = shapes_source(seed, length)
+
+        def read(i: int):
+            with open(log_path, "a") as f:
+                f.write(f"{i}\n")
+            return source.read(i)
+        return dataclasses.replace(source, read=read)
+    return counted
+
+
 def _ddp_worker(rank: int, world: int, port: int, out: str):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
     torch.set_num_threads(1)
-    result = tiny_train(out, steps=3, data="shapes:128", device="cpu")
+    train.data.shapes_source = _counting(train.data.shapes_source, f"{out}.rank{rank}.renders")
+    result = tiny_train(out, steps=3, data="shapes:128", device="cpu", cache_dir=f"{out}.cache")
     torch.save({"g": result.generator.state_dict(), "d": result.discriminator.state_dict()},
                f"{out}.rank{rank}.pt")
 
@@ -179,6 +195,9 @@ def test_two_process_gloo_ranks_stay_identical(tmp_path):
     # the weights moved: training really happened on both ranks
     rows = (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()
     assert len(rows) == 3 and json.loads(rows[-1])["images_per_s"] > 0
+    # the data cache was rendered once, by rank 0; rank 1 read it
+    assert len((tmp_path / "ddp.rank0.renders").read_text().split()) == 128
+    assert not (tmp_path / "ddp.rank1.renders").exists()
 
 
 def test_instance_noise_and_label_smoothing(tmp_path):

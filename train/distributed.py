@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -40,6 +42,16 @@ class Distributed:
     def barrier(self) -> None:
         if self.enabled:
             td.barrier()
+
+    @contextmanager
+    def local_main_first(self) -> Iterator[None]:
+        """Run the block on each machine's first rank, then on the others: what it builds once
+        (the data cache) the other ranks then read instead of building it again."""
+        if self.local_rank != 0:
+            self.barrier()
+        yield
+        if self.local_rank == 0:
+            self.barrier()
 
     def close(self) -> None:
         if self.enabled and td.is_initialized():

@@ -85,8 +85,9 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool, overwrite: bo
     device = pick_device(cfg.device, dist.local_rank)
     if cfg.bf16:
         check_bf16(device)
-    dataset = open_dataset(cfg.data, nc=model_cfg.nc,
-                           cache_dir=Path(cfg.cache_dir) if cfg.cache_dir else None)
+    with dist.local_main_first():
+        dataset = open_dataset(cfg.data, nc=model_cfg.nc,
+                               cache_dir=Path(cfg.cache_dir) if cfg.cache_dir else None)
     if state is not None and state["data_fingerprint"] != dataset.fingerprint:
         raise TrainingError(f"--resume: the data changed since {run_dir} started "
                             f"({state['data_fingerprint']} then, {dataset.fingerprint} now) — "
