@@ -26,17 +26,17 @@ import torch
 import typer
 
 from runtime.cli_support import Debug, new_app, run_app
+from runtime.files import atomic_write_text
 from runtime.images import images_from_float, make_grid, save_image
 from train import shapes
 from train.config import ModelConfig
 from train.data import DEFAULT_SHAPES_LENGTH, open_dataset
 from train.models import build_models
-from train.quality import score_images
+from train.quality import SYMMETRY, score_images
 
 app = new_app(__doc__)
 HELD_OUT = 512
 BATCH = 64
-SYMMETRY = {0: 0, 1: 4, 2: 3}  # circle, square, triangle: the angle matters modulo 2π / k
 
 
 def parameter_code(spec: shapes.ShapeSpec, nz: int) -> np.ndarray:
@@ -45,7 +45,7 @@ def parameter_code(spec: shapes.ShapeSpec, nz: int) -> np.ndarray:
     code[spec.label] = 1.0
     code[3:5] = np.array(spec.centre) / (shapes.SIZE / 2) - 1
     code[5] = (spec.radius - 17.0) / 7.0  # the spec's 10-24 px
-    k = SYMMETRY[spec.label]
+    k = SYMMETRY.get(spec.label, 0)  # square 4, triangle 3: the angle matters modulo 2π / k
     code[6:8] = np.cos(k * spec.angle), np.sin(k * spec.angle)
     code[8:11] = np.array(spec.background) / 127.5 - 1
     code[11:14] = np.array(spec.foreground) / 127.5 - 1
@@ -56,11 +56,12 @@ def fit(ngf: int, steps: int, lr: float, every: int, length: int, out: Path) -> 
     """Fit G (width ngf) for `steps` and return its quality curve (see the module docstring)."""
     dataset = open_dataset(f"shapes:{length}")
     images = dataset.images
-    codes = np.stack([parameter_code(shapes.draw_spec(0, i), 100) for i in range(length)])
+    model_cfg = ModelConfig(ngf=ngf, ndf=16)
+    codes = np.stack([parameter_code(shapes.draw_spec(0, i), model_cfg.nz) for i in range(length)])
     torch.manual_seed(0)
     # D is built and dropped: its construction draws from the seeded generator before G's init,
     # so its width fixes G's initial weights; ndf 16 reproduces the recorded curves
-    g, _ = build_models(ModelConfig(ngf=ngf, ndf=16))
+    g, _ = build_models(model_cfg)
     opt = torch.optim.Adam(g.parameters(), lr, betas=(0.5, 0.999))
     rng = np.random.default_rng(0)
     held = np.arange(length - HELD_OUT, length)
@@ -82,7 +83,7 @@ def fit(ngf: int, steps: int, lr: float, every: int, length: int, out: Path) -> 
                           "l1": round(loss.item(), 4), **score.to_dict()})
             typer.echo(f"step {step + 1}: {score.summary()}")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bound.jsonl").write_text("".join(json.dumps(p) + "\n" for p in curve))
+    atomic_write_text(out / "bound.jsonl", "".join(json.dumps(p) + "\n" for p in curve))
     save_image(out / "bound.png", make_grid(drawn[:64], ncols=8))
     return curve
 
