@@ -22,7 +22,7 @@ DEFAULTS = TrainConfig()
 
 
 @app.command()
-def main_command(
+def train_command(
     data: Annotated[str, typer.Option(help="shapes, shapes:N, an image folder (recursive; one "
                                            "subfolder per class or flat) or an LSUN lmdb directory.")
                     ] = DEFAULTS.data,
@@ -77,7 +77,8 @@ def main_command(
                                "instance noise fall linearly to 0 (1: never).",
         show_default=False)] = None,
     quality_every: Annotated[int, typer.Option(min=0, help="Steps between quality scores of the "
-                                               "shipped G on shapes data (0: never).")] = 500,
+                                               "shipped G on shapes data (0: never).")
+                         ] = DEFAULTS.quality_every,
     quality_samples: Annotated[int, typer.Option(min=16, help="Samples per quality score.")
                                ] = DEFAULTS.quality_samples,
     seed: Annotated[int, typer.Option(min=0, help="Seed for init, data order and latents.")
@@ -88,7 +89,7 @@ def main_command(
                                             "AVX512-BF16 or AMX.")] = DEFAULTS.bf16,
     channels_last: Annotated[bool, typer.Option(help="channels_last memory format (faster on "
                                                      "CPU and tensor cores).")
-                             ] = True,
+                             ] = DEFAULTS.channels_last,
     workers: Annotated[int, typer.Option(min=0, help="Data-loader worker processes.")
                        ] = DEFAULTS.workers,
     save_every: Annotated[int, typer.Option(min=1, help="Steps between checkpoints/last.pt "
