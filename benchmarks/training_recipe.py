@@ -1,4 +1,4 @@
-"""Measure a training recipe on shapes: train it for several seeds, read the quality score of the
+"""A training experiment, not a benchmark of the toolkit: measure a training recipe on shapes: train it for several seeds, read the quality score of the
 shipped generator along the way, and print the curve (step -> valid share, balance, distinct,
 background deviation).
 

@@ -11,13 +11,14 @@ from typing import Annotated
 import typer
 from tqdm import tqdm
 
-from runtime.backend import physical_cores
-from runtime.backends import BACKENDS, MODEL_PRECISIONS
+from runtime.backends import BACKENDS
 from runtime.cli_support import Debug, check_choice, default_input, new_app, run_app
+from runtime.cores import physical_cores
 from runtime.errors import DcganError
 from runtime.generator import Generator
 from runtime.images import make_grid, save_image
 from runtime.latents import MAX_INDEX, MAX_SEED
+from runtime.manifest import FILE_PRECISIONS
 from runtime.outdir import claimed, contents, refuse_to_replace
 from runtime.run_record import DATASET_KEYS, RANGE_KEYS, RECORD_NAME, Checksums, RecordError, RunRecord
 from runtime.writer import (
@@ -101,7 +102,7 @@ def generate_command(
     check_choice(format, FORMATS, "--format")
     check_choice(backend, ("auto", *BACKENDS), "--backend")
     if precision is not None:
-        check_choice(precision, MODEL_PRECISIONS, "--precision")
+        check_choice(precision, FILE_PRECISIONS, "--precision")
     if seed > MAX_SEED:
         raise typer.BadParameter(f"--seed must be below 2**128, got {seed}")
     if start + n > MAX_INDEX + 1:

@@ -25,6 +25,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
+from runtime.errors import Interrupted
 from runtime.images import make_grid, save_image
 from runtime.outdir import claimed
 from train.checkpoint import restore_rng, save_checkpoint, training_state
@@ -33,7 +34,7 @@ from train.data import collate_uint8, open_dataset, to_unit_range
 from train.device import check_bf16, pick_device
 from train.distributed import Distributed, setup_distributed
 from train.ema import ema_decay, update_ema
-from train.errors import Interrupted, TrainingError
+from train.errors import TrainingError
 from train.latent import sample_latent
 from train.models import build_models
 from train.plot import plot_losses
@@ -140,7 +141,9 @@ def _loop(cfg: TrainConfig, model_cfg: ModelConfig, run_dir: Path, dist: Distrib
                 if stop_signal:
                     if dist.is_main:
                         run.save()
-                    raise Interrupted(stop_signal[0], last_checkpoint(run_dir))
+                    name = signal.Signals(stop_signal[0]).name
+                    raise Interrupted(stop_signal[0], f"stopped by {name}; checkpoint saved to "
+                                      f"{last_checkpoint(run_dir)} — continue with --resume")
                 if run.step >= total_steps or run.epoch_step == 0:
                     break  # a new epoch re-seeds the sampler
         dist.sync_buffers(run.g)
