@@ -34,7 +34,9 @@ lint: install
 	$(BIN)/ruff check .
 
 # The whole chain on the built-in shapes data: the demo model (ngf 32, ndf 16) with the shapes
-# recipe (train/recipe.py), then export and generate. DEMO_STEPS=N for a longer or shorter run.
+# recipe (train/recipe.py), then export and generate; then the same for the reference model that
+# ships in reference/ (trained long; reference/README.md says how). DEMO_STEPS=N for a longer or
+# shorter demo run.
 DEMO_STEPS ?= 2400
 DEMO_SEED  ?= 0
 demo: install
@@ -43,7 +45,11 @@ demo: install
 	$(BIN)/dcgan-export runs/demo/checkpoints/last.pt --format all --out artifacts/demo --overwrite
 	$(BIN)/dcgan-generate artifacts/demo -n 1000 --out out/demo --grid out/demo-grid.png --overwrite
 	$(BIN)/dcgan-analyze quality artifacts/demo --out out/demo-quality
-	@echo "samples: out/demo-grid.png; quality: out/demo-quality/quality.json; artifact: artifacts/demo/; images: out/demo/"
+	$(BIN)/dcgan-export reference/checkpoint.pt --format onnx --out artifacts/reference --overwrite
+	$(BIN)/dcgan-generate artifacts/reference -n 64 --out out/reference --grid out/reference-grid.png --overwrite
+	$(BIN)/dcgan-analyze quality artifacts/reference --out out/reference-quality
+	@echo "demo: out/demo-grid.png, out/demo-quality/, artifacts/demo/, out/demo/"
+	@echo "reference: out/reference-grid.png, out/reference-quality/, artifacts/reference/"
 
 bench: install
 	$(BIN)/dcgan-bench artifacts/demo --checkpoint runs/demo/checkpoints/last.pt --out bench
