@@ -116,3 +116,148 @@ export function slerp(z0, z1, t) {
 export function arithmetic(a, b, c) {
   return a.map((v, i) => f32(f32(v - b[i]) + c[i]));
 }
+
+// ---- the page -------------------------------------------------------------------------------
+class InputError extends Error {}
+const $ = (id) => document.getElementById(id);
+const WALK_STEPS = 100; // the slider's positions: t = k / 100, as numpy.linspace(0, 1, 101)[k]
+let ort, info, session;
+let shown = { seed: 0n, index: 0n }; // the single image on screen, for its download name
+let queue = Promise.resolve(); // one model run at a time: a WASM session runs one call at once
+
+/** The whole number in text field `id`, as a BigInt in [0, max]; an InputError saying why not. */
+function readWhole(id, what, max = MAX_INDEX) {
+  const text = $(id).value.trim();
+  if (!/^\d+$/.test(text)) throw new InputError(`${what} must be a whole number ≥ 0, not "${text}"`);
+  const value = BigInt(text);
+  if (value > max) throw new InputError(`${what} ${text} is past the last one, 2**128 − 1`);
+  return value;
+}
+
+/** Run the model on n latents: uint8 (n, H, W, C) images, and milliseconds per image. */
+export async function infer(z, n) {
+  const t0 = performance.now();
+  const out = await session.run({ [info.input]: new ort.Tensor("float32", z, [n, info.nz]) });
+  const ms = (performance.now() - t0) / n;
+  $("timing").textContent = `· ${ms.toFixed(2)} ms/image (batch of ${n})`;
+  return out[info.output].data;
+}
+
+// n images (n, H, W, C) onto `canvas` at their own size, `cols` to a row; CSS scales them up.
+function draw(canvas, images, n, cols) {
+  const size = info.image_size, c = info.channels;
+  canvas.width = cols * size;
+  canvas.height = Math.ceil(n / cols) * size;
+  const ctx = canvas.getContext("2d"), rgba = ctx.createImageData(canvas.width, canvas.height);
+  for (let k = 0; k < n; k++) {
+    const left = (k % cols) * size, top = Math.floor(k / cols) * size;
+    for (let y = 0; y < size; y++) {
+      for (let x = 0; x < size; x++) {
+        const src = ((k * size + y) * size + x) * c, dst = ((top + y) * canvas.width + left + x) * 4;
+        for (let ch = 0; ch < 3; ch++) rgba.data[dst + ch] = images[src + (c === 3 ? ch : 0)];
+        rgba.data[dst + 3] = 255;
+      }
+    }
+  }
+  ctx.putImageData(rgba, 0, 0);
+}
+
+const z = (seed, index) => latent(seed, index, info.nz, info.latent);
+
+async function showImage() {
+  const seed = readWhole("seed", "seed", MAX_SEED), index = readWhole("index", "index");
+  draw($("image"), await infer(z(seed, index), 1), 1, 1);
+  shown = { seed, index };
+}
+
+async function showGrid() {
+  const seed = readWhole("seed", "seed", MAX_SEED), start = readWhole("index", "index");
+  const n = Number($("count").value);
+  if (start + BigInt(n - 1) > MAX_INDEX) throw new InputError(`images ${start}… go past the last index, 2**128 − 1`);
+  draw($("grid"), await infer(latents(seed, start, n, info.nz, info.latent), n), n, Math.sqrt(n));
+}
+
+async function showWalk() {
+  const seed = readWhole("seed", "seed", MAX_SEED);
+  const a = readWhole("walk-a", "walk start index"), b = readWhole("walk-b", "walk end index");
+  const k = Number($("walk-t").value), t = k === WALK_STEPS ? 1 : k * (1 / WALK_STEPS);
+  $("walk-t-value").textContent = t.toFixed(2);
+  draw($("walk"), await infer(slerp(z(seed, a), z(seed, b), t), 1), 1, 1);
+}
+
+async function showArithmetic() {
+  const seed = readWhole("seed", "seed", MAX_SEED);
+  const [a, b, c] = ["a", "b", "c"].map((name) => z(seed, readWhole(`arith-${name}`, `index ${name}`)));
+  const batch = new Float32Array(4 * info.nz);
+  [a, b, c, arithmetic(a, b, c)].forEach((v, k) => batch.set(v, k * info.nz));
+  draw($("arith"), await infer(batch, 4), 4, 4);
+}
+
+function download() {
+  $("image").toBlob((blob) => {
+    const link = Object.assign(document.createElement("a"), {
+      href: URL.createObjectURL(blob), download: `dcgan-seed${shown.seed}-${shown.index}.png` });
+    link.click();
+    setTimeout(() => URL.revokeObjectURL(link.href), 1000);
+  }, "image/png");
+}
+
+// Every action goes through here: in turn, with any error shown on the page, never thrown.
+function act(action) {
+  queue = queue.then(async () => {
+    try {
+      await action();
+      $("error").textContent = "";
+    } catch (e) {
+      $("error").textContent = e instanceof InputError ? e.message : `error: ${e.message ?? e}`;
+    }
+  });
+  return queue;
+}
+
+async function loadModel() {
+  const precision = $("precision").value;
+  $("status").textContent = `Loading the ${precision} model…`;
+  session = await ort.InferenceSession.create(info.models[precision].file, { executionProviders: ["wasm"] });
+  $("status").textContent = `${info.name}: ${precision}, nz ${info.nz}, ${info.latent} latents ·`;
+}
+
+async function start() {
+  const params = new URLSearchParams(location.search);
+  try {
+    const response = await fetch("model.json");
+    if (!response.ok) throw new Error(`model.json: HTTP ${response.status}`);
+    [ort, info] = await Promise.all([import("./ort/ort.wasm.min.mjs"), response.json()]);
+  } catch (e) {
+    $("status").textContent = "";
+    $("error").textContent = `cannot load the model description or onnxruntime-web (${e.message}) — re-export with dcgan-export --format web`;
+    return;
+  }
+  // WebAssembly threads need SharedArrayBuffer, which browsers give only to cross-origin isolated pages
+  const threads = crossOriginIsolated ? Number(params.get("threads")) || Math.min(4, navigator.hardwareConcurrency || 1) : 1;
+  ort.env.wasm.numThreads = threads;
+  $("backend").textContent = `onnxruntime-web ${info.ort_web}, WebAssembly SIMD, ${threads} thread${threads > 1 ? "s" : ""}` +
+    (crossOriginIsolated ? "" : " (this page is not cross-origin isolated, so one thread: serve it with COOP/COEP headers, as dcgan-serve does)");
+  for (const precision of Object.keys(info.models)) $("precision").add(new Option(precision, precision));
+  if (params.get("precision") in info.models) $("precision").value = params.get("precision");
+  for (const id of ["seed", "index"]) if (params.has(id)) $(id).value = params.get(id);
+
+  $("show").onclick = () => act(showImage);
+  $("download").onclick = download;
+  $("grid-show").onclick = () => act(showGrid);
+  $("walk-t").oninput = () => act(showWalk);
+  for (const id of ["walk-a", "walk-b"]) $(id).onchange = () => act(showWalk);
+  $("arith-show").onclick = () => act(showArithmetic);
+  $("precision").onchange = () => act(loadModel).then(() => act(showImage));
+  for (const id of ["seed", "index"]) $(id).onkeydown = (e) => e.key === "Enter" && act(showImage);
+
+  await act(loadModel);
+  await act(showImage);
+  document.body.dataset.firstImageMs = performance.now().toFixed(1); // read by the benchmark
+  await act(showWalk);
+  await act(showArithmetic);
+  await act(showGrid);
+  document.body.dataset.ready = "1";
+}
+
+if (globalThis.document) start();
