@@ -124,6 +124,7 @@ const WALK_STEPS = 100; // the slider's positions: t = k / 100, as numpy.linspac
 let ort, info, session;
 let shown = { seed: 0n, index: 0n }; // the single image on screen, for its download name
 let queue = Promise.resolve(); // one model run at a time: a WASM session runs one call at once
+let done = 0; // actions finished, in document.body.dataset.done: tests and the benchmark wait on it
 
 /** The whole number in text field `id`, as a BigInt in [0, max]; an InputError saying why not. */
 function readWhole(id, what, max = MAX_INDEX) {
@@ -211,6 +212,7 @@ function act(action) {
     } catch (e) {
       $("error").textContent = e instanceof InputError ? e.message : `error: ${e.message ?? e}`;
     }
+    document.body.dataset.done = String(++done);
   });
   return queue;
 }
