@@ -8,8 +8,6 @@ from __future__ import annotations
 import functools
 import http.server
 import io
-import os
-import shutil
 import socket
 import threading
 import time
@@ -19,17 +17,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from benchmarks.web_speed import CHROMIUM_FLAGS, find_chromium
 from runtime import Generator
 from runtime.latents import slerp
 
 pytest.importorskip("pytest_playwright", reason="needs pytest-playwright (the dev extra)")
 uvicorn = pytest.importorskip("uvicorn", reason="needs the serve extra")
 
-CHROMIUM = os.environ.get("DCGAN_CHROMIUM") or next(
-    filter(None, map(shutil.which, ("chromium", "chromium-headless-shell", "chromium-browser"))), None)
-# what lets Chromium run in a container without a display, a GPU or the network
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM = find_chromium()
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.skipif(
     CHROMIUM is None, reason="no Chromium (chromium, chromium-headless-shell or $DCGAN_CHROMIUM) — "
                              "make browser installs one")]
@@ -39,7 +34,7 @@ SEED, INDEX = 2**70 + 5, 2**65 + 3  # both above 2**64
 @pytest.fixture(scope="session")
 def browser_type_launch_args(browser_type_launch_args):
     """The system's Chromium: Playwright's own browser download cannot work offline."""
-    return {**browser_type_launch_args, "executable_path": CHROMIUM, "args": FLAGS}
+    return {**browser_type_launch_args, "executable_path": CHROMIUM, "args": CHROMIUM_FLAGS}
 
 
 def _free_port() -> int:
