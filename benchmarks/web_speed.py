@@ -157,7 +157,7 @@ def measure(artifact: Path, seconds: float, screenshot: Path | None) -> dict:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
             result["chromium"] = browser.version
-            page = browser.new_page(viewport={"width": 900, "height": 640})
+            page = browser.new_page(viewport={"width": 1100, "height": 820})
             result["first_image"] = _first_image_ms(page, url)
             if screenshot:
                 page.screenshot(path=str(screenshot))
