@@ -135,7 +135,7 @@ function readWhole(id, what, max = MAX_INDEX) {
   return value;
 }
 
-/** Run the model on n latents: uint8 (n, H, W, C) images, and milliseconds per image. */
+/** Run the model on n latents: uint8 (n, H, W, C) images; the page shows the ms per image. */
 export async function infer(z, n) {
   const t0 = performance.now();
   const out = await session.run({ [info.input]: new ort.Tensor("float32", z, [n, info.nz]) });
@@ -236,7 +236,8 @@ async function start() {
     return;
   }
   // WebAssembly threads need SharedArrayBuffer, which browsers give only to cross-origin isolated pages
-  const threads = crossOriginIsolated ? Number(params.get("threads")) || Math.min(4, navigator.hardwareConcurrency || 1) : 1;
+  const asked = Math.floor(Number(params.get("threads"))), cpus = Math.min(4, navigator.hardwareConcurrency || 1);
+  const threads = crossOriginIsolated ? (asked >= 1 ? asked : cpus) : 1;
   ort.env.wasm.numThreads = threads;
   $("backend").textContent = `onnxruntime-web ${info.ort_web}, WebAssembly SIMD, ${threads} thread${threads > 1 ? "s" : ""}` +
     (crossOriginIsolated ? "" : " (this page is not cross-origin isolated, so one thread: serve it with COOP/COEP headers, as dcgan-serve does)");
