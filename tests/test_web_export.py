@@ -109,3 +109,13 @@ def test_serve_without_a_bundle_says_how_to_build_one(tiny_artifact):
     with TestClient(Starlette(routes=web_routes(read_manifest(tiny_artifact)))) as client:
         r = client.get("/")
     assert r.status_code == 404 and "dcgan-export --format web" in r.json()["error"]
+
+
+@pytest.mark.parametrize("entry", [None, "web", {"directory": "../elsewhere"}, {"directory": "/etc"},
+                                   {"directory": ""}, {"directory": 3}])
+def test_web_dir_is_only_a_bare_folder_inside_the_artifact(tmp_path, entry):
+    from runtime.manifest import Manifest
+
+    data = {} if entry is None else {"web": entry}
+    assert Manifest(tmp_path, data).web_dir is None
+    assert Manifest(tmp_path, {"web": {"directory": "web"}}).web_dir == tmp_path / "web"
