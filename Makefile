@@ -13,7 +13,7 @@ EXTRA  := $(if $(filter cpu,$(GPU)),cpu,gpu-$(GPU))
 STAMP  := $(VENV)/.installed-$(GPU)
 REQUIRE_GPU := $(if $(filter cpu,$(GPU)),,DCGAN_REQUIRE_GPU=1)
 
-.PHONY: install test lint demo bench gpu-check clean
+.PHONY: install test lint demo bench gpu-check clean ort-web browser
 
 $(STAMP): pyproject.toml
 	@case "$(GPU)" in cpu|cu12|cu13) ;; *) echo "error: GPU must be cpu, cu12 or cu13, got '$(GPU)'" >&2; exit 2;; esac
@@ -30,6 +30,30 @@ install: $(STAMP)
 test: install
 	$(REQUIRE_GPU) $(BIN)/python -m pytest -q
 
+# onnxruntime-web for the browser page (dcgan-export --format web): the release pinned in
+# export/web.py, from the npm registry, once, into the environment; exports copy its files.
+ORT_WEB_VERSION := $(shell sed -n 's/^ORT_WEB_VERSION = "\(.*\)".*/\1/p' export/web.py)
+ORT_WEB_DIR     := $(VENV)/share/dcgan/onnxruntime-web-$(ORT_WEB_VERSION)
+ORT_WEB_FILES   := ort.wasm.min.mjs ort-wasm-simd-threaded.mjs ort-wasm-simd-threaded.wasm
+
+ort-web: $(ORT_WEB_DIR)/package.json
+
+$(ORT_WEB_DIR)/package.json:
+	@command -v npm >/dev/null || { echo "error: npm not found — install Node.js 18 or newer" >&2; exit 1; }
+	rm -rf $(ORT_WEB_DIR) $(ORT_WEB_DIR).pack $(ORT_WEB_DIR).tmp && mkdir -p $(ORT_WEB_DIR).pack
+	cd $(ORT_WEB_DIR).pack && npm pack --silent onnxruntime-web@$(ORT_WEB_VERSION) >/dev/null \
+		&& tar xzf onnxruntime-web-$(ORT_WEB_VERSION).tgz
+	mkdir -p $(ORT_WEB_DIR).tmp && cp $(addprefix $(ORT_WEB_DIR).pack/package/dist/,$(ORT_WEB_FILES)) \
+		$(ORT_WEB_DIR).pack/package/package.json $(ORT_WEB_DIR).tmp/
+	mv $(ORT_WEB_DIR).tmp $(ORT_WEB_DIR) && rm -rf $(ORT_WEB_DIR).pack
+
+# A Chromium for the browser tests (tests/test_web_browser.py), from the system's packages where
+# none is installed; the tests skip, saying why, on a machine without one.
+CHROMIUM := $(firstword $(foreach b,chromium chromium-headless-shell chromium-browser,$(shell command -v $(b))))
+SUDO     := $(if $(filter 0,$(shell id -u)),,sudo)
+browser:
+	@$(if $(CHROMIUM),echo "chromium: $(CHROMIUM)",$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium)
+
 lint: install
 	$(BIN)/ruff check .
 
@@ -39,7 +63,7 @@ lint: install
 # shorter demo run.
 DEMO_STEPS ?= 2400
 DEMO_SEED  ?= 0
-demo: install
+demo: install ort-web
 	$(BIN)/dcgan-train --out runs/demo --ngf 32 --ndf 16 --steps $(DEMO_STEPS) --seed $(DEMO_SEED) \
 		--workers 1 --overwrite
 	$(BIN)/dcgan-export runs/demo/checkpoints/last.pt --format all --out artifacts/demo --overwrite

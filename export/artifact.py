@@ -35,6 +35,7 @@ from export.verify import (
     verification_latents,
     verify_onnx,
 )
+from export.web import ort_web_missing, write_web_bundle
 from runtime.cuda import gpu_info
 from runtime.errors import ArtifactError
 from runtime.files import atomic_write_bytes, sha256_file
@@ -56,14 +57,14 @@ from train.recalibrate import RECALIBRATION_BATCH, RECALIBRATION_BATCHES, recali
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("onnx", "trt", "triton", "all")
+FORMATS = ("onnx", "trt", "triton", "web", "all")
 ONNX_PRECISIONS = ("fp32", "fp16", "int8")  # the ONNX model files an export can write
 ONNX_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 
 
 @dataclass
 class ExportOptions:
-    format: str = "onnx"  # onnx, trt, triton or all
+    format: str = "onnx"  # onnx, trt, triton, web or all
     precision: str = "fp32"  # TensorRT engine precision (fp16 engines come from the fp16 ONNX)
     recalibrate_batches: int = RECALIBRATION_BATCHES  # 0: keep the checkpoint's BN running statistics
     profile: Profile = Profile()
@@ -115,6 +116,11 @@ def _write_model(path: Path, data: bytes) -> dict:
 def export_artifact(checkpoint: Path, out: Path, opts: ExportOptions) -> dict:
     """Export `checkpoint` into the artifact directory `out`; returns the manifest.
 
+    `--format all` builds what this machine can: without a GPU it leaves out the TensorRT
+    engine, and without onnxruntime-web (`make ort-web`) the browser bundle, each with a note in
+    the manifest's "skipped" and the log; the verified models are worth having without them.
+    Asked for by name (`trt`, `web`), a part that cannot be built fails the export at once.
+
     Raises:
         ExportError: bad input, a missing dependency for the asked format, or (as
             VerificationError) a model beyond tolerance. Nothing is left behind.
@@ -137,6 +143,13 @@ def export_artifact(checkpoint: Path, out: Path, opts: ExportOptions) -> dict:
         skipped.append({"format": "trt", "reason": why})
         want_trt = False
         log.warning("skipping TensorRT: %s", why)
+    want_web = opts.format in ("web", "all")
+    if want_web and (why := ort_web_missing()):
+        if opts.format == "web":
+            raise ExportError(f"cannot build the web bundle: {why}")
+        skipped.append({"format": "web", "reason": why})
+        want_web = False
+        log.warning("skipping the web bundle: %s", why)
 
     loaded = load_for_export(checkpoint, ema=opts.ema)
     g = loaded.generator
@@ -163,6 +176,8 @@ def export_artifact(checkpoint: Path, out: Path, opts: ExportOptions) -> dict:
     staging.mkdir()
     try:
         manifest = _build(staging, loaded, layers, opts, want_trt, out, skipped)
+        if want_web:
+            manifest["web"] = write_web_bundle(staging, manifest)
         manifest["bn_recalibration"] = bn
         manifest["verification"]["fold"] = {"backend": "torch", **fold_check}
         write_manifest(staging, manifest)

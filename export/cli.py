@@ -94,6 +94,9 @@ def export_command(
         log.info("  left out %s: %s", skip.get("file", skip["format"]), skip["reason"])
     if "triton" in manifest:
         log.info("  triton/            models %s", ", ".join(manifest["triton"]["models"]))
+    if "web" in manifest:
+        log.info("  web/               the browser page (%s; onnxruntime-web %s): dcgan-serve %s",
+                 ", ".join(manifest["web"]["models"]), manifest["web"]["ort_web"], out)
     log.info("artifact ready: %s", out)
 
 

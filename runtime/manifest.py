@@ -64,6 +64,15 @@ class Manifest:
     def output_name(self) -> str:
         return self.data["outputs"][0]["name"]
 
+    @property
+    def web_dir(self) -> Path | None:
+        """The browser bundle's folder (dcgan-export --format web), or None where there is none."""
+        web = self.data.get("web")
+        name = web.get("directory") if isinstance(web, dict) else None
+        if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name:
+            return None
+        return self.root / name
+
     def files(self, kind: str | None = None) -> list[FileEntry]:
         return [FileEntry(name, e["kind"], e["precision"], e["sha256"], e)
                 for name, e in self.data["files"].items() if kind in (None, e["kind"])]

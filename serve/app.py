@@ -7,6 +7,7 @@ and production runs the same app under uvicorn (serve/cli.py).
     GET /v1/images?seed=&start=&n=&format=png|npy|grid   several; no seed: a fresh one (X-Seed)
     GET /healthz    alive            GET /readyz   200 once warm, 503 while starting or draining
     GET /v1/info    model, backend, limits          GET /metrics   Prometheus text
+    GET /           the browser page, where the artifact has one (serve/web.py)
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from starlette.routing import Route
 from runtime.batcher import Batcher, BatcherClosed, BatchStats, DeadlineExceeded, Overloaded
 from runtime.images import encode_image, make_grid
 from runtime.latents import MAX_INDEX, MAX_SEED
+from serve.web import web_routes
 
 log = logging.getLogger("dcgan-serve")
 IMMUTABLE = "public, max-age=31536000, immutable"
@@ -210,6 +212,7 @@ def create_app(batcher: Batcher, limits: Limits = Limits()) -> Starlette:
         Route("/readyz", measured("/readyz", readyz)),
         Route("/v1/info", measured("/v1/info", info)),
         Route("/metrics", prometheus),
+        *web_routes(gen.manifest),  # the browser page at / (serve/web.py)
     ]
 
     async def http_error(request: Request, exc: HTTPException) -> Response:

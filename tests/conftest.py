@@ -110,6 +110,20 @@ def tiny_artifact(tiny_checkpoint, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def web_artifact(tiny_checkpoint, tmp_path_factory) -> Path:
+    """The tiny checkpoint's artifact with its browser page (web/); needs `make ort-web`."""
+    from export.artifact import ExportOptions, export_artifact
+    from export.web import ort_web_missing
+
+    if why := ort_web_missing():
+        pytest.skip(why)
+    out = tmp_path_factory.mktemp("art") / "web"
+    export_artifact(tiny_checkpoint, out, ExportOptions(format="web",
+                                                        recalibrate_batches=RECALIBRATION_BATCHES))
+    return out
+
+
 def reference_images(checkpoint: Path, z, recalibrate_batches: int = RECALIBRATION_BATCHES):
     """uint8 NHWC images and float NCHW output of the PyTorch reference (G in eval mode, fp32,
     BN unfolded, with the same recalibration as the export) for latents z."""
