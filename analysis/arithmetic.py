@@ -10,7 +10,7 @@ from analysis.figures import save_json, save_rows
 from analysis.sources import AnalysisError
 from runtime.generator import Generator
 from runtime.latents import latents
-from runtime.run_record import RecordError, RunRecord
+from runtime.run_record import RunRecord
 
 NEIGHBOURS = 8  # results around the arithmetic's latent, as in the paper's figure
 NOISE = 0.25  # uniform noise half-width added to the result for those neighbours
@@ -30,10 +30,7 @@ def group_latents(gen: Generator, group: str, run_dir: Path | None) -> np.ndarra
         indices = [int(i) for i in group.split(",") if i.strip()]
     except ValueError:
         raise AnalysisError(f"bad group {group!r} — give comma-separated indices or a .npy file") from None
-    try:
-        record = RunRecord.read(run_dir)
-    except RecordError as e:
-        raise AnalysisError(f"{e} — pass a dcgan-generate output directory as --run") from None
+    record = RunRecord.read(run_dir, "pass a dcgan-generate output directory as --run")
     first, count = record.first_index, record.count
     for i in indices:
         if not first <= i < first + count:

@@ -172,10 +172,7 @@ def encoder_threads(backend: str) -> int:
 
 
 def _check_resumable(out: Path, run: RunRecord) -> None:
-    try:
-        held = RunRecord.read(out)
-    except RecordError as e:
-        raise DcganError(f"--resume: {e} — start a new run in another --out") from None
+    held = RunRecord.read(out, "start a new run in another --out")
     if held.parts is not None:
         raise DcganError(f"--resume: {out} holds a merged data set, not a run to finish — pick "
                          "another --out")
@@ -205,7 +202,7 @@ def _clear_earlier_run(out: Path, overwrite: bool) -> None:
         raise DcganError(f"{out} is not empty — pass --overwrite to write into it, or pick another --out")
     try:
         earlier = RunRecord.read(out)
-    except RecordError:
+    except RecordError:  # not an earlier run of ours: nothing in it may be deleted
         raise DcganError(f"{out} holds files that no dcgan-generate run wrote ("
                          f"{', '.join(sorted(p.name for p in held)[:3])}) — --overwrite only replaces "
                          "an earlier dcgan-generate run; pick another --out") from None

@@ -30,10 +30,7 @@ NPY_ROWS = 4096  # images per slice when joining .npy parts
 
 
 def _read_part(path: Path) -> RunRecord:
-    try:
-        record = RunRecord.read(path)
-    except RecordError as e:
-        raise DcganError(f"{e} — pass the --out directories of the parts") from None
+    record = RunRecord.read(path, "pass the --out directories of the parts")
     if record.status != "complete":
         raise DcganError(f"{path} is an unfinished run — finish it with dcgan-generate ... --resume "
                          "first")

@@ -110,15 +110,19 @@ class RunRecord:
         atomic_write_text(out / RECORD_NAME, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
-    def read(cls, out: Path) -> RunRecord:
+    def read(cls, out: Path, what_to_do: str = "pass a dcgan-generate output directory") -> RunRecord:
+        """The record in `out`; RecordError (`<what is wrong> — <what_to_do>`) if there is none
+        or it is not a valid run record."""
         path = out / RECORD_NAME
         try:
-            data = json.loads(path.read_text())
+            return cls.from_dict(json.loads(path.read_text()), str(path))
         except FileNotFoundError:
-            raise RecordError(f"{out} holds no dcgan-generate run ({RECORD_NAME} is missing)") from None
+            problem = f"{out} holds no dcgan-generate run ({RECORD_NAME} is missing)"
         except (OSError, ValueError) as e:
-            raise RecordError(f"{path} is unreadable ({e})") from None
-        return cls.from_dict(data, str(path))
+            problem = f"{path} is unreadable ({e})"
+        except RecordError as e:
+            problem = str(e)
+        raise RecordError(f"{problem} — {what_to_do}")
 
     # -- comparing runs ----------------------------------------------------------------------
     def difference(self, other: RunRecord, keys: tuple[str, ...]) -> str | None:
@@ -159,15 +163,6 @@ class RunRecord:
     def owned(self) -> set[str]:
         """Every name in OUT that this run wrote: its data files, the record and the checksums."""
         return {*self.names(), RECORD_NAME, CHECKSUMS_NAME}
-
-
-def is_run_record(path: Path) -> bool:
-    """Whether `path` (a manifest.json) is a run record rather than, say, an artifact manifest."""
-    try:
-        RunRecord.from_dict(json.loads(path.read_text()), str(path))
-    except (OSError, ValueError, RecordError):
-        return False
-    return True
 
 
 class Checksums:
