@@ -36,7 +36,7 @@ def test_shipped_network_classifies_and_reads_fresh_renders(fresh):
     assert np.abs(read.centre - [s.centre for s in specs]).mean() < MAX_CENTRE_ERROR
     for got, key in ((read.foreground, "foreground"), (read.background, "background")):
         assert np.abs(got - [getattr(s, key) for s in specs]).mean() < MAX_COLOUR_ERROR, key
-    assert read.features.shape == (300, 64) and np.allclose(read.probs.sum(1), 1)
+    assert read.features.shape == (300, 208) and np.allclose(read.probs.sum(1), 1)
 
 
 def test_shipped_anchors_belong_to_the_shipped_weights_and_are_ordered():
