@@ -119,10 +119,10 @@ def compute_anchors(net: FeatureNet, n: int = DEFAULT_SAMPLES) -> dict:
                     "pass the strict checker", "anchors": anchors}
 
 
-def write_anchors(net: FeatureNet, path: Path, weights: Path | None = None) -> dict:
-    """Compute the anchors and write them to `path`, with the sha256 of the weights they belong to."""
+def write_anchors(net: FeatureNet, path: Path, weights: Path) -> dict:
+    """Compute the anchors and write them to `path`, with the sha256 of the `weights` file they
+    belong to."""
     result = compute_anchors(net)
-    weights = weights or path.with_name("featnet.npz")
     result["weights_sha256"] = sha256_file(weights)
     atomic_write_text(path, json.dumps(result, indent=1) + "\n")
     return result

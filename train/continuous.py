@@ -34,11 +34,10 @@ ANCHORS_PATH = WEIGHTS_PATH.with_name("featnet_anchors.json")
 RADIUS_BINS = np.arange(0.0, 34.0, 2.0)  # px; predictions outside [0, 32] count in the end bins
 COLOUR_BINS = np.linspace(0.0, 256.0, 9)  # RGB levels, 8 bins per channel
 SMALL_RADIUS = shapes.MIN_RADIUS - RADIUS_SLACK  # the strict checker refuses smaller shapes
-# what each metric is called where it is printed, and whether lower is better
-LABELS = {"kid": ("KID", True), "fd": ("Fréchet distance", True), "precision": ("precision", False),
-          "recall": ("recall", False), "small_radius": ("radius < 9 px", True),
-          "radius_tv": ("radius histogram TV", True), "low_contrast": ("contrast < 100", True),
-          "colour_tv": ("colour histogram TV", True)}
+# what each metric is called where it is printed
+LABELS = {"kid": "KID", "fd": "Fréchet distance", "precision": "precision", "recall": "recall",
+          "small_radius": f"radius < {SMALL_RADIUS:g} px", "radius_tv": "radius histogram TV",
+          "low_contrast": f"contrast < {MIN_CONTRAST:g}", "colour_tv": "colour histogram TV"}
 
 
 @dataclass(frozen=True)
@@ -83,7 +82,8 @@ class ContinuousScore:
     radius_tv: float  # total variation between the radius histograms of samples and spec
     low_contrast: float  # share whose colours read closer than 100 RGB levels (the checker's bound)
     colour_tv: float  # mean TV between per-channel histograms of fg and bg, samples vs spec
-    histograms: dict = field(default_factory=dict, repr=False)  # bins and shares, for figures
+    # shares per bin of samples and spec: radius, fg_r ... bg_b (with radius_bins, colour_bins)
+    histograms: dict = field(default_factory=dict, repr=False)
 
     def to_dict(self, histograms: bool = False) -> dict:
         keys = ("n", "kid", "kid_std", "fd", "precision", "recall", "class_shares", "small_radius",
@@ -95,7 +95,7 @@ class ContinuousScore:
         """One line per metric, each with its anchors (name value) where they are known."""
         anchors = load_anchors() if anchors is None else anchors
         lines = []
-        for key, (label, _) in LABELS.items():
+        for key, label in LABELS.items():
             value = f"{self.kid:.2e} ± {self.kid_std:.1e}" if key == "kid" else _fmt(key, getattr(self, key))
             beside = " · ".join(f"{name} {_fmt(key, a['scores'][key])}" for name, a in anchors.get(
                 "anchors", {}).items())
@@ -128,9 +128,9 @@ def score_continuous(images: np.ndarray, net: FeatureNet | None = None) -> Conti
     precision, recall = precision_recall(ref.features, read.features)
     counts = np.bincount(read.labels, minlength=len(shapes.CLASSES))
     radius = (_histogram(read.radius, RADIUS_BINS), _histogram(ref.radius, RADIUS_BINS))
-    colours = [(_histogram(got[:, c], COLOUR_BINS), _histogram(spec[:, c], COLOUR_BINS))
-               for got, spec in ((read.foreground, ref.foreground), (read.background, ref.background))
-               for c in range(3)]
+    roles = {"fg": (read.foreground, ref.foreground), "bg": (read.background, ref.background)}
+    colours = {f"{role}_{channel}": (_histogram(got[:, c], COLOUR_BINS), _histogram(spec[:, c], COLOUR_BINS))
+               for role, (got, spec) in roles.items() for c, channel in enumerate("rgb")}
     contrast = np.linalg.norm(read.foreground - read.background, axis=1)
     return ContinuousScore(
         n=len(images), kid=k_mean, kid_std=k_std, fd=frechet_distance(ref.features, read.features),
@@ -138,12 +138,10 @@ def score_continuous(images: np.ndarray, net: FeatureNet | None = None) -> Conti
         class_shares={name: float(c / max(len(images), 1)) for name, c in zip(shapes.CLASSES, counts)},
         small_radius=float(np.mean(read.radius < SMALL_RADIUS)), radius_tv=_tv(*radius),
         low_contrast=float(np.mean(contrast < MIN_CONTRAST)),
-        colour_tv=float(np.mean([_tv(a, b) for a, b in colours])),
-        histograms={"radius_bins": RADIUS_BINS.tolist(), "radius": radius[0].tolist(),
-                    "radius_spec": radius[1].tolist(), "colour_bins": COLOUR_BINS.tolist(),
-                    "colour": {f"{role}_{ch}": [a.tolist(), b.tolist()]
-                               for (role, ch), (a, b) in zip(
-                                   [(r, c) for r in ("fg", "bg") for c in "rgb"], colours)}})
+        colour_tv=float(np.mean([_tv(a, b) for a, b in colours.values()])),
+        histograms={"radius_bins": RADIUS_BINS.tolist(), "colour_bins": COLOUR_BINS.tolist(),
+                    **{name: {"samples": a.tolist(), "spec": b.tolist()}
+                       for name, (a, b) in {"radius": radius, **colours}.items()}})
 
 
 @functools.lru_cache(maxsize=2)

@@ -15,6 +15,7 @@ beside this module (featnet.npz, about 0.4 MB), made by train/featnet_fit.py.
 from __future__ import annotations
 
 import functools
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from runtime.files import atomic_write_bytes
 from train import shapes
 from train.data import to_unit_range
 from train.errors import TrainingError
@@ -95,10 +97,6 @@ class Embedding:
 
 def save_weights(net: FeatureNet, path: Path) -> None:
     """The state dict as float32 arrays in a compressed .npz, written atomically."""
-    import io
-
-    from runtime.files import atomic_write_bytes
-
     buf = io.BytesIO()
     np.savez_compressed(buf, **{k: v.detach().cpu().numpy() for k, v in net.state_dict().items()})
     atomic_write_bytes(path, buf.getvalue())

@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     log.info("wrote %s (%d parameters)", args.out, sum(p.numel() for p in net.parameters()))
     from train.anchors import ANCHORS_NAME, write_anchors
 
-    write_anchors(net, args.out.with_name(ANCHORS_NAME))
+    write_anchors(net, args.out.with_name(ANCHORS_NAME), args.out)
     log.info("wrote %s", args.out.with_name(ANCHORS_NAME))
 
 
