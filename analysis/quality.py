@@ -38,13 +38,13 @@ def generated_images(source: Path, n: int, seed: int) -> np.ndarray:
 def score_source(source: Path, n: int, seed: int, out: Path) -> tuple[QualityScore, ContinuousScore]:
     """Score `source`; write quality.json (both scores, the histograms too) and a grid of the
     first 64 samples, failures marked."""
+    if n < 16:
+        raise AnalysisError(f"--n {n} is too few for KID and precision/recall — score at least 16 "
+                            "samples (the anchors are at 1024)")
     images = generated_images(source, n, seed)
     if images.shape[-1] != 3:
         raise AnalysisError("the quality score is for RGB models trained on shapes — this model "
                             f"makes {images.shape[-1]}-channel images")
-    if n < 16:
-        raise AnalysisError(f"--n {n} is too few for KID and precision/recall — score at least 16 "
-                            "samples (the anchors are at 1024)")
     result, continuous = score_images(images), score_continuous(images)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "quality.json", json.dumps(
