@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +10,7 @@ from analysis.figures import save_json, save_rows
 from analysis.sources import AnalysisError
 from runtime.generator import Generator
 from runtime.latents import latents
+from runtime.run_record import RecordError, RunRecord
 
 NEIGHBOURS = 8  # results around the arithmetic's latent, as in the paper's figure
 NOISE = 0.25  # uniform noise half-width added to the result for those neighbours
@@ -30,16 +30,19 @@ def group_latents(gen: Generator, group: str, run_dir: Path | None) -> np.ndarra
         indices = [int(i) for i in group.split(",") if i.strip()]
     except ValueError:
         raise AnalysisError(f"bad group {group!r} — give comma-separated indices or a .npy file") from None
-    record = json.loads((run_dir / "manifest.json").read_text())
-    first, count = record["first_index"], record["count"]
+    try:
+        record = RunRecord.read(run_dir)
+    except RecordError as e:
+        raise AnalysisError(f"{e} — pass a dcgan-generate output directory as --run") from None
+    first, count = record.first_index, record.count
     for i in indices:
         if not first <= i < first + count:
             raise AnalysisError(f"index {i} is not in the run {run_dir} (indices {first}.."
                                 f"{first + count - 1})")
-    if record["nz"] != gen.nz or record["latent"] != gen.manifest.latent:
-        raise AnalysisError(f"the run {run_dir} was made by another model (nz {record['nz']}) — "
+    if record.nz != gen.nz or record.latent != gen.manifest.latent:
+        raise AnalysisError(f"the run {run_dir} was made by another model (nz {record.nz}) — "
                             "pass the artifact it was generated with")
-    return np.concatenate([latents(record["seed"], i, 1, gen.nz, record["latent"]) for i in indices])
+    return np.concatenate([latents(record.seed, i, 1, gen.nz, record.latent) for i in indices])
 
 
 def vector_arithmetic(gen: Generator, a: np.ndarray, b: np.ndarray, c: np.ndarray, out: Path,

@@ -12,6 +12,7 @@ import typer
 
 from analysis.sources import AnalysisError, load_discriminator, load_images, open_generator
 from runtime.cli_support import Debug, check_choice, new_app, run_app
+from runtime.run_record import RunRecord
 
 log = logging.getLogger("dcgan-analyze")
 app = new_app(__doc__)
@@ -69,8 +70,8 @@ def arithmetic(source: Source,
     """Vector arithmetic on averaged exemplars: mean(A) - mean(B) + mean(C), with neighbours."""
     from analysis.arithmetic import group_latents, vector_arithmetic
 
-    if run is not None and not (run / "manifest.json").exists():
-        raise AnalysisError(f"{run} has no manifest.json — pass a dcgan-generate output directory")
+    if run is not None:
+        RunRecord.read(run)  # a dcgan-generate run, or a one-line error before any work
     with tempfile.TemporaryDirectory() as tmp:
         with open_generator(source, Path(tmp)) as gen:
             za, zb, zc = (group_latents(gen, g, run) for g in (a, b, c))

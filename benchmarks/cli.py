@@ -69,7 +69,7 @@ def end_to_end(artifact: Path, images: int, batch: int, fmt: str = "png") -> dic
 
 
 @app.command()
-def main_command(
+def bench_command(
     artifact: Annotated[Path, typer.Argument(help="Artifact directory from dcgan-export.")] = Path(
         "artifacts/dcgan"),
     checkpoint: Annotated[Path, typer.Option(help="The checkpoint the artifact was exported from "

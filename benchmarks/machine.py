@@ -6,7 +6,7 @@ import importlib.metadata
 import os
 import platform
 
-from runtime.backend import physical_cores
+from runtime.cores import physical_cores
 
 PACKAGES = ("torch", "onnxruntime", "onnxruntime-gpu", "onnx", "numpy", "tensorrt")
 

@@ -29,8 +29,8 @@ from benchmarks.machine import describe
 from export.fold import fold_generator
 from export.onnx_graph import build_onnx
 from export.quantize import build_int8_onnx
-from runtime.backend import physical_cores
 from runtime.cli_support import new_app, run_app
+from runtime.cores import physical_cores
 from runtime.files import atomic_write_text
 from runtime.ort_backends import run_per_core
 from train.config import ModelConfig

@@ -1,4 +1,5 @@
-"""What G can learn to draw in a given number of steps when it is told the answer.
+"""A training experiment, not a benchmark of the toolkit: what G can learn to draw in a given
+number of steps when it is told the answer.
 
 G is fed each shapes image's own render parameters in place of z (class one-hot, centre, radius,
 the cosine and sine of the rotation times the class's symmetry, both colours; the other latent

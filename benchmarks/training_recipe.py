@@ -1,6 +1,6 @@
-"""Measure a training recipe on shapes: train it for several seeds, read the quality score of the
-shipped generator along the way, and print the curve (step -> valid share, balance, distinct,
-background deviation).
+"""A training experiment, not a benchmark of the toolkit: measure a training recipe on shapes:
+train it for several seeds, read the quality score of the shipped generator along the way,
+and print the curve (step -> valid share, balance, distinct, background deviation).
 
     python -m benchmarks.training_recipe ARM --seeds 0,1,2 --steps 2400 -- --ngf 32 --ndf 16 [...]
 

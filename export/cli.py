@@ -21,7 +21,7 @@ DEFAULT_OUT = Path("artifacts/dcgan")
 
 
 @app.command()
-def main_command(
+def export_command(
     checkpoint: Annotated[Path | None, typer.Argument(
         help="A dcgan-train checkpoint or a pytorch/examples netG_epoch_N.pth "
              f"[default: {DEFAULT_CHECKPOINT}].", show_default=False)] = None,

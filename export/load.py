@@ -7,7 +7,7 @@ from pathlib import Path
 
 from export.errors import ExportError
 from runtime.files import sha256_file
-from train.checkpoint import CheckpointError, check_format, check_weights, read_torch_file
+from train.checkpoint import CheckpointError, is_training_checkpoint, read_torch_file, stored_generator
 from train.config import ModelConfig
 from train.models import DiscriminatorNet, GeneratorNet
 
@@ -46,28 +46,20 @@ def load_for_export(path: str | Path, ema: bool = True) -> LoadedModel:
     path = Path(path)
     try:
         state = read_torch_file(path)
-        if "model_config" in state:
-            check_format(state, path)
+        stored = stored_generator(state, path, ema) if is_training_checkpoint(state) else None
     except CheckpointError as e:
         raise ExportError(f"{e} — pass a dcgan checkpoint or a netG_epoch_N.pth") from e
     sha = sha256_file(path)
-    if "model_config" in state and "generator" in state:  # ours: export needs no training state
-        try:
-            cfg = ModelConfig.from_dict(state["model_config"])
-            weights = "generator_ema" if ema and "generator_ema" in state else "generator"
-            check_weights(GeneratorNet, cfg, state[weights], str(path))
-            if "discriminator" in state:
-                check_weights(DiscriminatorNet, cfg, state["discriminator"], str(path))
-        except (ValueError, TypeError, AttributeError, CheckpointError) as e:
-            raise ExportError(f"{path} has a bad model config: {e}") from None
-        g = GeneratorNet(cfg)
-        g.load_state_dict(state[weights])
+    if stored is not None:  # ours: export needs no training state
+        g = GeneratorNet(stored.config)
+        g.load_state_dict(stored.weights)
         d = None
-        if "discriminator" in state:
-            d = DiscriminatorNet(cfg)
-            d.load_state_dict(state["discriminator"])
+        if stored.discriminator is not None:
+            d = DiscriminatorNet(stored.config)
+            d.load_state_dict(stored.discriminator)
             d.eval()
-        return LoadedModel(g.eval(), cfg, "dcgan", sha, state.get("step"), str(path), d, weights)
+        return LoadedModel(g.eval(), stored.config, "dcgan", sha, stored.step, str(path), d,
+                           stored.which)
     if "main.0.weight" in state and state["main.0.weight"].dim() == 4 and "main.12.weight" not in state:
         raise ExportError(f"{path} looks like a discriminator (netD) state dict — export needs "
                           "the generator, netG_epoch_N.pth")

@@ -6,12 +6,11 @@ import logging
 
 from runtime.backend import Backend
 from runtime.errors import BackendUnavailable
-from runtime.manifest import FILE_PRECISIONS, Manifest
+from runtime.manifest import Manifest
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("ort-cpu", "ort-cuda", "trt")
-MODEL_PRECISIONS = FILE_PRECISIONS  # the model files an artifact may hold
 
 
 def create_backend(name: str, manifest: Manifest, device: int = 0,

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from runtime.errors import DcganError
-from runtime.generator import Generator, _check_count, _check_range, _check_seed
+from runtime.generator import Generator, _check_range, _count, _seed
 from runtime.latents import latents
 
 
@@ -124,9 +124,7 @@ class Batcher:
     def submit(self, seed: int, start: int, n: int, timeout_s: float | None = None) -> Future:
         """Queue a request; its Future resolves to uint8 (n, H, W, C). Raises ValueError for bad
         arguments, Overloaded when the queue is full, BatcherClosed after close()."""
-        _check_count(n, "n")
-        _check_count(start, "start")
-        _check_seed(seed)
+        n, start, seed = _count(n, "n"), _count(start, "start"), _seed(seed)
         _check_range(start, n)
         if n == 0:
             raise ValueError("n must be >= 1")

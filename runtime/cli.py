@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -12,15 +11,16 @@ from typing import Annotated
 import typer
 from tqdm import tqdm
 
-from runtime.backend import physical_cores
-from runtime.backends import BACKENDS, MODEL_PRECISIONS
+from runtime.backends import BACKENDS
 from runtime.cli_support import Debug, check_choice, default_input, new_app, run_app
+from runtime.cores import physical_cores
 from runtime.errors import DcganError
-from runtime.files import atomic_write_text
 from runtime.generator import Generator
 from runtime.images import make_grid, save_image
 from runtime.latents import MAX_INDEX, MAX_SEED
+from runtime.manifest import FILE_PRECISIONS
 from runtime.outdir import claimed, contents, refuse_to_replace
+from runtime.run_record import DATASET_KEYS, RANGE_KEYS, RECORD_NAME, Checksums, RecordError, RunRecord
 from runtime.writer import (
     FORMATS,
     FileWriter,
@@ -56,7 +56,7 @@ def shard_range(start: int, n: int, i: int, k: int) -> tuple[int, int]:
 
 
 @app.command()
-def main_command(
+def generate_command(
     artifact: Annotated[Path | None, typer.Argument(
         help=f"Artifact directory (or manifest.json / .onnx) [default: {DEFAULT_ARTIFACT}].",
         show_default=False)] = None,
@@ -102,7 +102,7 @@ def main_command(
     check_choice(format, FORMATS, "--format")
     check_choice(backend, ("auto", *BACKENDS), "--backend")
     if precision is not None:
-        check_choice(precision, MODEL_PRECISIONS, "--precision")
+        check_choice(precision, FILE_PRECISIONS, "--precision")
     if seed > MAX_SEED:
         raise typer.BadParameter(f"--seed must be below 2**128, got {seed}")
     if start + n > MAX_INDEX + 1:
@@ -112,12 +112,16 @@ def main_command(
     if out.exists() and not out.is_dir():
         raise DcganError(f"--out {out} is a file — give a directory")
     refuse_to_replace(out, [artifact])
-    if grid is not None and grid.exists() and not overwrite:
-        raise DcganError(f"{grid} exists — pass --overwrite to replace it")
+    if grid is not None:
+        if out.resolve() in grid.resolve().parents:
+            raise DcganError(f"--grid {grid} is inside --out, which holds only the run's own files "
+                             "— write the grid elsewhere")
+        if grid.exists() and not overwrite:
+            raise DcganError(f"{grid} exists — pass --overwrite to replace it")
     if contents(out) and not (overwrite or resume):  # checked again under the lock
         raise DcganError(f"{out} is not empty — pass --overwrite to write into it, --resume to "
                          "finish an interrupted run, or pick another --out")
-    if resume and not (out / "manifest.json").exists():
+    if resume and not (out / RECORD_NAME).exists():
         raise DcganError(f"--resume: {out} holds no dcgan-generate run — drop --resume")
 
     with Generator.load(artifact, backend=backend, device=device, precision=precision) as gen:
@@ -125,33 +129,38 @@ def main_command(
             raise typer.BadParameter(f"--batch-size {batch_size} is above the engine's max batch "
                                      f"{gen.max_batch}")
         out.mkdir(parents=True, exist_ok=True)
-        # one zero-padding width for every part of the whole range, so parts merge by name
-        width = index_width(start + max(n, 1) - 1)
-        run = _run_record(gen, artifact, seed, first, count, width, shard, batch_size, format,
-                          shard_size)
+        model_file = gen.model_file
+        run = RunRecord(
+            artifact=str(artifact), model_file=model_file.name, model_sha256=model_file.sha256,
+            precision=model_file.precision, backend=gen.backend_name, seed=seed, first_index=first,
+            count=count, shard=shard, latent=gen.manifest.latent, nz=gen.nz, format=format,
+            # one zero-padding width for every part of the whole range, so parts merge by name
+            index_width=index_width(start + max(n, 1) - 1), batch_size=batch_size,
+            shard_size=shard_size if format == "tar" else None)
         with claimed(out, "dcgan-generate"):
+            checksums = Checksums(out)
             if resume:
                 _check_resumable(out, run)
+                checksums.load()
+                _drop_unverified(out, run, checksums)
             else:
-                _check_out(out, overwrite)
+                _clear_earlier_run(out, overwrite)
             remove_temporaries(out)
-            _write_record(out, {**run, "status": "incomplete"})
+            run.write(out)
             t0 = time.perf_counter()
-            fields, written = _generate(gen, out, run, workers or encoder_threads(gen.backend_name))
+            run.writer, written = _generate(gen, out, run, checksums,
+                                            workers or encoder_threads(gen.backend_name))
             seconds = time.perf_counter() - t0
-            sync_directory(out)  # everything durable before the manifest says so
-            _write_record(out, {**run, "status": "complete", **fields})
+            checksums.finish(run.names())
+            sync_directory(out)  # everything durable before the record says so
+            run.status = "complete"
+            run.write(out)
         if grid is not None and count:
             save_image(grid, make_grid(gen.generate(min(GRID_IMAGES, count), seed=seed, start=first)))
     rate = written / seconds if seconds > 0 else float("inf")
     typer.echo(f"{written} images in {seconds:.2f} s ({rate:.1f} images/s), backend "
-               f"{run['backend']} -> {out}{os.sep}" + (f" ({count - written} were already there)"
-                                                       if resume else ""))
-
-
-# What must match for --resume to continue a run (anything else would mix two data sets).
-RESUME_KEYS = ("model_sha256", "precision", "backend", "seed", "first_index", "count", "format",
-               "shard_size", "latent", "nz")
+               f"{run.backend} -> {out}{os.sep}" + (f" ({count - written} were already there)"
+                                                     if resume else ""))
 
 
 def encoder_threads(backend: str) -> int:
@@ -162,69 +171,67 @@ def encoder_threads(backend: str) -> int:
     return 1 if backend == "ort-cpu" else physical_cores()
 
 
-def _run_record(gen: Generator, artifact: Path, seed: int, first: int, count: int, width: int,
-                shard: str | None, batch_size: int, format: str, shard_size: int) -> dict:
-    model_file = gen.backend.entry
-    return {
-        "artifact": str(artifact), "model_file": model_file.name,
-        "model_sha256": model_file.sha256, "precision": model_file.precision,
-        "backend": gen.backend_name, "seed": seed,
-        "first_index": first, "count": count, "shard": shard, "latent": gen.manifest.latent,
-        "nz": gen.nz, "format": format, "index_width": width, "batch_size": batch_size,
-        "shard_size": shard_size if format == "tar" else None,
-        "regenerate": f"dcgan-generate {artifact} --seed {seed} --start INDEX -n 1 "
-                      f"--backend {gen.backend_name} --precision {model_file.precision} --out DIR",
-    }
-
-
-def _write_record(out: Path, record: dict) -> None:
-    atomic_write_text(out / "manifest.json", json.dumps(record, indent=2) + "\n")
-
-
-def _check_resumable(out: Path, run: dict) -> None:
+def _check_resumable(out: Path, run: RunRecord) -> None:
     try:
-        held = json.loads((out / "manifest.json").read_text())
-    except (OSError, ValueError) as e:
-        raise DcganError(f"--resume: {out / 'manifest.json'} is unreadable ({e}) — start a new run") from None
-    different = [k for k in RESUME_KEYS if held.get(k) != run.get(k)]
+        held = RunRecord.read(out)
+    except RecordError as e:
+        raise DcganError(f"--resume: {e} — start a new run in another --out") from None
+    if held.parts is not None:
+        raise DcganError(f"--resume: {out} holds a merged data set, not a run to finish — pick "
+                         "another --out")
+    different = held.difference(run, DATASET_KEYS + RANGE_KEYS)
     if different:
-        k = different[0]
-        raise DcganError(f"--resume: {out} holds a run with {k} {held.get(k)!r}, this one has "
-                         f"{run.get(k)!r} — resume with the same artifact, seed, range and format, "
-                         "or pick another --out")
+        raise DcganError(f"--resume: {out} holds another run ({different}) — resume with the same "
+                         "artifact, seed, range and format, or pick another --out")
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
-    """An --out that holds files is written into only with --overwrite, and never when it holds
-    something other than dcgan-generate output (an artifact, a training run, ...)."""
+def _drop_unverified(out: Path, run: RunRecord, checksums: Checksums) -> None:
+    """Delete the run's files whose bytes do not match their recorded hash (torn by a crash or a
+    power loss, or written but not yet recorded): the writer then writes them again."""
+    for name in run.names():
+        if (out / name).exists() and not checksums.verified(out, name):
+            (out / name).unlink()
+
+
+def _clear_earlier_run(out: Path, overwrite: bool) -> None:
+    """An --out that holds files is written into only with --overwrite, and only when everything
+    in it belongs to an earlier dcgan-generate run: its files are deleted (a new run must not take
+    them for finished work); anything else there (a user's files, an artifact, a training run)
+    is refused, never deleted."""
     held = contents(out)
     if not held:
         return
     if not overwrite:
         raise DcganError(f"{out} is not empty — pass --overwrite to write into it, or pick another --out")
-    manifest = out / "manifest.json"
-    ours = manifest.exists() and '"regenerate"' in manifest.read_text(errors="replace")
-    foreign = [p.name for p in held if p.is_dir()] + (["manifest.json"] if manifest.exists() and not ours
-                                                       else [])
+    try:
+        earlier = RunRecord.read(out)
+    except RecordError:
+        raise DcganError(f"{out} holds files that no dcgan-generate run wrote ("
+                         f"{', '.join(sorted(p.name for p in held)[:3])}) — --overwrite only replaces "
+                         "an earlier dcgan-generate run; pick another --out") from None
+    owned = earlier.owned()
+    foreign = sorted(p.name for p in held if p.name not in owned and not _temporary(p))
     if foreign:
-        raise DcganError(f"{out} holds something other than dcgan-generate output "
-                         f"({', '.join(foreign[:3])}) — --overwrite only replaces an earlier "
-                         "dcgan-generate run; pick another --out")
-    if ours:  # an earlier run's images: a new run must not take them for finished work
-        for p in held:
-            if p.suffix in (".png", ".jpg", ".tar", ".npy"):
-                p.unlink()
+        raise DcganError(f"{out} holds files that are not its dcgan-generate run's ("
+                         f"{', '.join(foreign[:3])}) — move them, or pick another --out")
+    for p in held:
+        if p.name in owned and p.is_file():
+            p.unlink()
 
 
-def _generate(gen: Generator, out: Path, run: dict, workers: int) -> tuple[dict, int]:
-    """Write every image the run still misses; returns (the writer's manifest fields, count)."""
-    fmt, first, count, width = run["format"], run["first_index"], run["count"], run["index_width"]
+def _temporary(path: Path) -> bool:
+    return path.name.startswith(".") and path.name.endswith(".tmp")
+
+
+def _generate(gen: Generator, out: Path, run: RunRecord, checksums: Checksums,
+              workers: int) -> tuple[dict, int]:
+    """Write every image the run still misses; returns (the writer's record fields, count)."""
     size, c = gen.manifest.image_size, gen.manifest.channels
-    args = (out, fmt, first, count, width)
+    args = (out, run.format, run.first_index, run.count, run.index_width, checksums)
     kwargs = {"workers": workers, "max_pending": 2 * workers}
-    if fmt == "tar":
-        writer = TarWriter(*args, shard_size=run["shard_size"], seed=run["seed"], **kwargs)
-    elif fmt == "npy":
+    if run.format == "tar":
+        writer = TarWriter(*args, shard_size=run.shard_size, seed=run.seed, **kwargs)
+    elif run.format == "npy":
         writer = NpyWriter(*args, shape=(size, size, c), **kwargs)
     else:
         writer = FileWriter(*args, **kwargs)
@@ -234,8 +241,8 @@ def _generate(gen: Generator, out: Path, run: dict, workers: int) -> tuple[dict,
         with tqdm(total=sum(n for _, n in todo), unit="img", desc="generating",
                   disable=not todo) as bar:
             for start, n in todo:
-                for part_start, part_n in _cut(start, n, first, run["shard_size"]):
-                    for index, images in gen.iter_batches(part_n, run["seed"], run["batch_size"],
+                for part_start, part_n in _cut(start, n, run.first_index, run.shard_size):
+                    for index, images in gen.iter_batches(part_n, run.seed, run.batch_size,
                                                           part_start):
                         writer.submit(index, images)
                         written += len(images)

@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from runtime.errors import DcganError
+from runtime.errors import DcganError, Interrupted
 
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")]
 
@@ -45,15 +45,6 @@ def default_input(given: Path | None, default: Path, what: str, maker: str, writ
 def fail(message: str) -> None:
     """Print `error: message` on stderr (the message says what is wrong — what to do)."""
     print(f"error: {message}", file=sys.stderr)
-
-
-class Interrupted(BaseException):
-    """SIGINT or SIGTERM arrived. A BaseException, like KeyboardInterrupt: cleanup runs, and no
-    `except Exception` swallows it."""
-
-    def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
 
 
 @contextlib.contextmanager
@@ -116,9 +107,8 @@ def run_app(app: typer.Typer, argv: list[str] | None = None, prog: str | None = 
         fail("aborted")
         return 130
     except Interrupted as e:
-        fail(f"stopped by {signal.Signals(e.signum).name} — nothing half-written was left; run "
-             "the command again to finish")
-        return 128 + e.signum
+        fail(str(e))
+        return e.exit_code
     except DcganError as e:
         if debug:
             traceback.print_exc()

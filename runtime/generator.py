@@ -85,6 +85,12 @@ class Generator:
         return self.backend.name
 
     @property
+    def model_file(self):
+        """The manifest's entry (a FileEntry: name, sha256, precision) of the model file this
+        Generator runs."""
+        return self.backend.entry
+
+    @property
     def max_batch(self) -> int | None:
         """Largest batch one backend call takes (TensorRT's profile max), or None."""
         return self.backend.max_batch
@@ -92,9 +98,7 @@ class Generator:
     # -- latents ------------------------------------------------------------------------------
     def latents(self, n: int, seed: int, start: int = 0) -> np.ndarray:
         """float32 (n, nz): the latents of images start .. start+n-1 under `seed`."""
-        _check_count(n, "n")
-        _check_count(start, "start")
-        _check_seed(seed)
+        n, start, seed = _count(n, "n"), _count(start, "start"), _seed(seed)
         _check_range(start, n)
         return latents(seed, start, n, self.nz, self.manifest.latent)
 
@@ -130,7 +134,7 @@ class Generator:
             batch_size: images per backend call; default 64 (capped at the engine's max).
             start: global index of the first image.
         """
-        _check_count(n, "n")
+        n = _count(n, "n")
         if n > MAX_IMAGES:
             raise ValueError(f"n={n} is above the limit of {MAX_IMAGES} images per call (they are "
                              "returned in one array) — use iter_batches() to stream any number")
@@ -144,9 +148,7 @@ class Generator:
     def iter_batches(self, n: int, seed: int, batch_size: int | None = None,
                      start: int = 0) -> Iterator[tuple[int, np.ndarray]]:
         """Yield (global index of the first image, uint8 images) batch by batch, for streaming."""
-        _check_count(n, "n")
-        _check_count(start, "start")
-        _check_seed(seed)
+        n, start, seed = _count(n, "n"), _count(start, "start"), _seed(seed)
         _check_range(start, n)
         batch = self._batch_size(batch_size)
         for first in range(start, start + n, batch):
@@ -197,9 +199,12 @@ class Generator:
                 f"latent={self.manifest.latent!r}, root={str(self.manifest.root)!r})")
 
 
-def _check_count(value, name: str) -> None:
+# The validators return a plain int: a numpy integer would overflow silently in the latents'
+# counter arithmetic ((start + k) << 128 is 0 for np.int64), so it never gets past the API.
+def _count(value, name: str) -> int:
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 0:
         raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+    return int(value)
 
 
 def _check_range(start: int, n: int) -> None:
@@ -207,9 +212,10 @@ def _check_range(start: int, n: int) -> None:
         raise ValueError(f"images {start}..{start + n - 1} go past the last index 2**128 - 1")
 
 
-def _check_seed(seed) -> None:
+def _seed(seed) -> int:
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
         raise ValueError(f"seed must be an int in [0, 2**128), got {seed!r}")
+    return int(seed)
 
 
 def _onnx_file_manifest(path: Path) -> Manifest:

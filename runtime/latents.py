@@ -7,6 +7,8 @@ machine, and batches, starts and shards all see the same vectors.
 
 from __future__ import annotations
 
+import operator
+
 import numpy as np
 
 DISTRIBUTIONS = ("normal", "uniform")
@@ -26,6 +28,8 @@ def latents(seed: int, start: int, n: int, nz: int, distribution: str = "normal"
     """
     if distribution not in DISTRIBUTIONS:
         raise ValueError(f"latent distribution must be one of {DISTRIBUTIONS}, got {distribution!r}")
+    # plain ints: numpy integers wrap in the counter arithmetic below ((start + k) << 128)
+    seed, start, n = operator.index(seed), operator.index(start), operator.index(n)
     if not 0 <= seed <= MAX_SEED:
         raise ValueError(f"seed must be in [0, 2**128), got {seed}")
     if start < 0 or n < 0:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.backend import Backend, physical_cores
+from runtime.backend import Backend
+from runtime.cores import physical_cores
 from runtime.errors import ArtifactError, BackendUnavailable
 from runtime.optional import import_onnxruntime
 

@@ -3,10 +3,11 @@
 it compresses), so memory stays flat however many images a run writes.
 
 Every file appears under its final name only when it is complete (a temporary name, then a
-rename), so an interrupted run leaves only whole files and can be resumed: `pending()` says
-which index ranges still need writing. Durability is one sync at the end of the run
-(`sync_directory`), not an fsync per image: per-file fsync cost about 5 % of the run and bought
-nothing a run-level sync before the manifest says "complete" does not.
+rename), and its sha256 goes into the run's checksums (runtime/run_record.py) right after, so an
+interrupted run can be resumed: `pending()` says which index ranges still need writing, and the
+caller first drops any file whose bytes no longer match its hash. Durability is one sync at the
+end of the run (`sync_directory`), not an fsync per image: a file a power loss damaged fails its
+hash on resume and is written again.
 """
 
 from __future__ import annotations
@@ -26,30 +27,16 @@ from typing import BinaryIO
 
 import numpy as np
 
-from runtime.files import atomic_open, sha256_file, write_bulk_file
+from runtime.files import atomic_open, write_bulk_file
 from runtime.images import encode_image
+from runtime.run_record import NPY_NAME, Checksums, file_name, shard_name, shard_starts
 
 FORMATS = ("png", "jpg", "tar", "npy")
-NPY_NAME = "images.npy"
-
-
-def file_name(index: int, width: int, fmt: str) -> str:
-    return f"{index:0{width}d}.{fmt}"
 
 
 def index_width(last_index: int) -> int:
     """Zero-padding width: at least 6 digits, more when the indices need them."""
     return max(6, len(str(last_index)))
-
-
-def shard_name(first: int, width: int) -> str:
-    """A tar shard is named by the global index of its first image, so shards written by
-    different machines (--shard i/k) never collide and merge by a plain union."""
-    return f"shard-{first:0{width}d}.tar"
-
-
-def shard_starts(first: int, count: int, shard_size: int) -> list[int]:
-    return list(range(first, first + count, shard_size))
 
 
 def sync_directory(directory: Path) -> None:
@@ -111,10 +98,10 @@ class Writer:
     says which ranges are missing; `finish()` returns the manifest fields of what was written.
     Use as a context manager: on an exception nothing half-written is left under a final name."""
 
-    def __init__(self, out: Path, fmt: str, first: int, count: int, width: int, workers: int = 2,
-                 max_pending: int = 4):
+    def __init__(self, out: Path, fmt: str, first: int, count: int, width: int,
+                 checksums: Checksums, workers: int = 2, max_pending: int = 4):
         self.out, self.fmt, self.first, self.count, self.width = out, fmt, first, count, width
-        self.workers, self.max_pending = workers, max_pending
+        self.checksums, self.workers, self.max_pending = checksums, workers, max_pending
 
     def pending(self) -> list[tuple[int, int]]:
         raise NotImplementedError
@@ -147,17 +134,24 @@ class FileWriter(Writer):
                    if not (self.out / file_name(i, self.width, self.fmt)).exists()]
         return _ranges(missing)
 
-    def _write_batch(self, first: int, images: np.ndarray) -> int:
+    def _write_batch(self, first: int, images: np.ndarray) -> list[tuple[str, str]]:
+        written = []
         for k, image in enumerate(images):
-            write_bulk_file(self.out / file_name(first + k, self.width, self.fmt),
-                            encode_image(image, self.fmt))
-        return len(images)
+            name, data = file_name(first + k, self.width, self.fmt), encode_image(image, self.fmt)
+            write_bulk_file(self.out / name, data)
+            written.append((name, hashlib.sha256(data).hexdigest()))
+        return written
+
+    def _record(self, batches: list[list[tuple[str, str]]]) -> None:
+        for batch in batches:
+            for name, digest in batch:
+                self.checksums.add(name, digest)
 
     def submit(self, first: int, images: np.ndarray) -> None:
-        self.pool.submit(self._write_batch, first, images)
+        self._record(self.pool.submit(self._write_batch, first, images))
 
     def finish(self) -> dict:
-        self.pool.drain()
+        self._record(self.pool.drain())
         return {"file_pattern": file_name(self.first, self.width, self.fmt)}
 
     def close(self) -> None:
@@ -194,6 +188,7 @@ class TarWriter(Writer):
         self.tmp: Path | None = None
         self.shard_first: int | None = None
         self.shard_bytes = 0
+        self.digest = None  # of the open shard's bytes so far
 
     def _shard_of(self, index: int) -> int:
         return self.first + (index - self.first) // self.shard_size * self.shard_size
@@ -226,17 +221,22 @@ class TarWriter(Writer):
             self._close_shard()
             self.shard_first, self.shard_bytes = shard, 0
             self.tmp = self.out / f".{shard_name(shard, self.width)}.{uuid.uuid4().hex[:12]}.tmp"
-            self.shard = open(self.tmp, "wb")
+            self.shard, self.digest = open(self.tmp, "wb"), hashlib.sha256()
         self.shard.write(members)
+        self.digest.update(members)
         self.shard_bytes += len(members)
         if first + count == min(shard + self.shard_size, self.first + self.count):
             self._close_shard()
 
     def _close_shard(self) -> None:
         if self.shard is not None:
-            self.shard.write(tar_end(self.shard_bytes))
+            end = tar_end(self.shard_bytes)
+            self.shard.write(end)
+            self.digest.update(end)
             self.shard.close()
-            os.replace(self.tmp, self.out / shard_name(self.shard_first, self.width))
+            name = shard_name(self.shard_first, self.width)
+            os.replace(self.tmp, self.out / name)
+            self.checksums.add(name, self.digest.hexdigest())
             self.shard, self.tmp, self.shard_first = None, None, None
 
     def finish(self) -> dict:
@@ -245,10 +245,10 @@ class TarWriter(Writer):
         self._close_shard()
         shards = []
         for start in shard_starts(self.first, self.count, self.shard_size):
-            path = self.out / shard_name(start, self.width)
+            name = shard_name(start, self.width)
             end = min(start + self.shard_size, self.first + self.count)
-            shards.append({"file": path.name, "first_index": start, "count": end - start,
-                           "sha256": sha256_file(path)})
+            shards.append({"file": name, "first_index": start, "count": end - start,
+                           "sha256": self.checksums.entries[name]})
         return {"shard_size": self.shard_size, "shards": shards}
 
     def close(self) -> None:
@@ -292,14 +292,16 @@ class NpyWriter(Writer):
 
     def finish(self) -> dict:
         if self.file is None and not (self.out / NPY_NAME).exists():  # nothing was generated (n=0)
-            with atomic_open(self.out / NPY_NAME) as f:
-                np.save(f, np.zeros((self.count, *self.shape), np.uint8))
-        if self.file is None:
-            return {"file": NPY_NAME, "sha256": sha256_file(self.out / NPY_NAME)}
-        self.file.close()
-        os.replace(self.tmp, self.out / NPY_NAME)
-        self.file, self.tmp = None, None
-        return {"file": NPY_NAME, "sha256": self.digest.hexdigest()}
+            data = _npy_bytes(np.zeros((self.count, *self.shape), np.uint8))
+            with atomic_open(self.out / NPY_NAME, durable=False) as f:
+                f.write(data)
+            self.checksums.add(NPY_NAME, hashlib.sha256(data).hexdigest())
+        if self.file is not None:
+            self.file.close()
+            os.replace(self.tmp, self.out / NPY_NAME)
+            self.checksums.add(NPY_NAME, self.digest.hexdigest())
+            self.file, self.tmp = None, None
+        return {"file": NPY_NAME, "sha256": self.checksums.entries[NPY_NAME]}
 
     def close(self) -> None:
         if self.file is not None:
@@ -307,6 +309,12 @@ class NpyWriter(Writer):
             with contextlib.suppress(FileNotFoundError):
                 self.tmp.unlink()
             self.file = None
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return buf.getvalue()
 
 
 def _ranges(indices) -> list[tuple[int, int]]:

@@ -102,7 +102,7 @@ def _int(value: str | None, name: str, lo: int, hi: int, default: int | None = N
 def create_app(batcher: Batcher, limits: Limits = Limits()) -> Starlette:
     """The service around `batcher` (which owns an open Generator)."""
     gen = batcher.generator
-    entry = gen.backend.entry
+    entry = gen.model_file
     model = {"model_sha256": entry.sha256, "backend": gen.backend_name, "precision": entry.precision}
     metrics = Metrics(batcher.max_batch, model)
     batcher.on_batch = metrics.on_batch

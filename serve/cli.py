@@ -11,9 +11,10 @@ from typing import Annotated
 
 import typer
 
-from runtime.backends import BACKENDS, MODEL_PRECISIONS
+from runtime.backends import BACKENDS
 from runtime.cli_support import Debug, check_choice, default_input, new_app
 from runtime.errors import DcganError
+from runtime.manifest import FILE_PRECISIONS
 
 log = logging.getLogger("dcgan-serve")
 app = new_app(__doc__)
@@ -57,7 +58,7 @@ def main_command(
     """Serve images of an artifact: GET /v1/images/{seed}/{index}.png and friends (README)."""
     check_choice(backend, ("auto", *BACKENDS), "--backend")
     if precision is not None:
-        check_choice(precision, MODEL_PRECISIONS, "--precision")
+        check_choice(precision, FILE_PRECISIONS, "--precision")
     artifact = default_input(artifact, DEFAULT_ARTIFACT, "artifact", "dcgan-export", "artifacts/dcgan/")
     uvicorn, Limits, create_app = _imports()
     from runtime.batcher import Batcher

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +17,7 @@ HAS_TORCH = importlib.util.find_spec("torch") is not None
 # Set by `make test GPU=...`: on a machine whose GPU stack was just installed, a gpu/trt test
 # that would skip is a failure (the stack cannot use the GPU), not a skip.
 REQUIRE_GPU = os.environ.get("DCGAN_REQUIRE_GPU") == "1"
+ROOT = Path(__file__).parents[1]
 
 
 def pytest_collection_modifyitems(config, items):
@@ -72,7 +78,7 @@ def tiny_train(out: Path, steps: int = 4, resume: bool = False, overwrite: bool 
     model = ModelConfig(**{"nz": 16, "ngf": 8, "ndf": 8,
                            **{k: v for k, v in overrides.items() if k in model_keys}})
     cfg = TrainConfig(**{"data": "shapes:256", "out": str(out), "steps": steps, "batch_size": 16,
-                         "workers": 0, "log_every": 1, "save_every": 2,
+                         "workers": 0, "log_every": 1, "save_every": 2, "quality_samples": 32,
                          **{k: v for k, v in overrides.items() if k not in model_keys}})
     return train(cfg, model, resume=resume, overwrite=overwrite)
 
@@ -119,3 +125,29 @@ def reference_images(checkpoint: Path, z, recalibrate_batches: int = RECALIBRATI
     with torch.no_grad():
         x = g.eval()(torch.from_numpy(z)).numpy()
     return to_uint8(x).transpose(0, 2, 3, 1), x
+
+
+# -- helpers of the reliability tests -------------------------------------------------------
+
+def copy_artifact(artifact: Path, to: Path) -> Path:
+    shutil.copytree(artifact, to)
+    return to
+
+
+def edit_manifest(artifact: Path, edit) -> None:
+    path = artifact / "manifest.json"
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+
+
+def start_process(argv: list[str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, *argv], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def wait_for(predicate, timeout: float = 60.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline and not predicate():
+        time.sleep(0.02)
+    assert predicate(), "timed out"

@@ -30,7 +30,7 @@ def test_writes_files_manifest_and_summary(tiny_artifact, tmp_path, capsys):
                             "--grid", tmp_path / "grid.png"], capsys)
     assert code == 0
     names = sorted(p.name for p in out.iterdir())
-    assert names == [f"{i:06d}.png" for i in range(70)] + ["manifest.json"]
+    assert names == [f"{i:06d}.png" for i in range(70)] + ["SHA256SUMS", "manifest.json"]
     with Generator.load(tiny_artifact, backend="ort-cpu") as gen:
         expected = gen.generate(70, seed=3)
     for i in (0, 33, 69):

@@ -167,8 +167,8 @@ def test_resume_after_an_interrupt_is_bit_exact_while_annealing(tmp_path, monkey
 
     from conftest import tiny_train
 
+    from runtime.errors import Interrupted
     from train import loop
-    from train.errors import Interrupted
 
     knobs = dict(data="shapes:64", ema=0.99, instance_noise=0.1, anneal_from=0.3, lr_d=1e-4)
     full = tiny_train(tmp_path / "full", steps=7, **knobs)

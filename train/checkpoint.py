@@ -1,15 +1,20 @@
-"""One checkpoint file holds everything a run needs to continue exactly where it stopped."""
+"""The checkpoint file format, built and read here only: one file holds everything a run needs
+to continue exactly where it stopped (`training_state`, `load_checkpoint`), and the generator
+export ships (`stored_generator`)."""
 
 from __future__ import annotations
 
 import io
 import os
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
 from runtime.errors import DcganError
 from runtime.files import atomic_write_bytes
+from train.config import ModelConfig
+from train.models import DiscriminatorNet, GeneratorNet
 
 CHECKPOINT_FORMAT = 1
 REQUIRED_KEYS = ("format", "model_config", "train_config", "generator", "discriminator",
@@ -52,6 +57,55 @@ def check_weights(module_cls, cfg, state: dict, what: str) -> None:
         k = wrong[0]
         raise CheckpointError(f"{what}: {k} has shape {list(got[k])} but the stored config "
                               f"implies {list(expected[k])} — the config and weights disagree")
+
+
+def training_state(*, model_cfg, train_cfg, generator, discriminator, generator_ema, opt_g, opt_d,
+                   step: int, epoch: int, epoch_step: int, latent_rng: torch.Generator,
+                   best_quality: dict | None, data_fingerprint: str) -> dict:
+    """The checkpoint of a run (REQUIRED_KEYS, plus `generator_ema` when G's weights are averaged)."""
+    state = {"model_config": model_cfg.to_dict(), "train_config": asdict(train_cfg),
+             "generator": generator.state_dict(), "discriminator": discriminator.state_dict(),
+             "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
+             "step": step, "epoch": epoch, "epoch_step": epoch_step,
+             "rng": capture_rng(), "latent_rng": latent_rng.get_state(),
+             "best_quality": best_quality, "data_fingerprint": data_fingerprint}
+    if generator_ema is not None:
+        state["generator_ema"] = generator_ema.state_dict()
+    return state
+
+
+@dataclass
+class StoredGenerator:
+    """What export takes from a checkpoint of ours."""
+
+    config: ModelConfig
+    weights: dict  # G's state dict
+    which: str  # "generator_ema" (the averaged weights, shipped where present) or "generator"
+    discriminator: dict | None
+    step: int | None
+
+
+def is_training_checkpoint(state: dict) -> bool:
+    return "model_config" in state and "generator" in state
+
+
+def stored_generator(state: dict, path: str | os.PathLike, ema: bool = True) -> StoredGenerator:
+    """G's config and weights from a checkpoint (the EMA weights unless `ema` is False), each
+    tensor's shape checked against the config before anything is built.
+
+    Raises:
+        CheckpointError: a newer format, a bad config, or weights that disagree with it.
+    """
+    check_format(state, path)
+    try:
+        cfg = ModelConfig.from_dict(state["model_config"])
+    except (ValueError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{path} has a bad model config: {e}") from None
+    which = "generator_ema" if ema and "generator_ema" in state else "generator"
+    check_weights(GeneratorNet, cfg, state[which], str(path))
+    if "discriminator" in state:
+        check_weights(DiscriminatorNet, cfg, state["discriminator"], str(path))
+    return StoredGenerator(cfg, state[which], which, state.get("discriminator"), state.get("step"))
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:

@@ -22,7 +22,7 @@ DEFAULTS = TrainConfig()
 
 
 @app.command()
-def main_command(
+def train_command(
     data: Annotated[str, typer.Option(help="shapes, shapes:N, an image folder (recursive; one "
                                            "subfolder per class or flat) or an LSUN lmdb directory.")
                     ] = DEFAULTS.data,
@@ -79,7 +79,7 @@ def main_command(
     quality_every: Annotated[int, typer.Option(min=0, help="Steps between quality scores of the "
                                                "shipped G on shapes data (0: never): the strict "
                                                "checker and the continuous metrics; best.pt is "
-                                               "the lowest KID.")] = 500,
+                                               "the lowest KID.")] = DEFAULTS.quality_every,
     quality_samples: Annotated[int, typer.Option(min=16, help="Samples per quality score (the "
                                                  "continuous metrics' anchors are at 1024).")
                                ] = DEFAULTS.quality_samples,
@@ -91,7 +91,7 @@ def main_command(
                                             "AVX512-BF16 or AMX.")] = DEFAULTS.bf16,
     channels_last: Annotated[bool, typer.Option(help="channels_last memory format (faster on "
                                                      "CPU and tensor cores).")
-                             ] = True,
+                             ] = DEFAULTS.channels_last,
     workers: Annotated[int, typer.Option(min=0, help="Data-loader worker processes.")
                        ] = DEFAULTS.workers,
     save_every: Annotated[int, typer.Option(min=1, help="Steps between checkpoints/last.pt "

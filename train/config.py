@@ -50,7 +50,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto (cuda, mps, cpu), cpu, cuda, cuda:N, mps
     bf16: bool = False  # bf16 autocast (CUDA GPUs, CPUs with AVX512-BF16 or AMX)
-    channels_last: bool = False
+    channels_last: bool = True  # channels_last memory format (faster on CPU and tensor cores)
     workers: int = 2  # data-loader worker processes
     save_every: int = 500  # steps between rewrites of checkpoints/last.pt
     keep_every: int = 1  # keep checkpoints/epoch_K.pt every K epochs (0: never)
@@ -65,7 +65,7 @@ class TrainConfig:
     ema: float = 0.0  # decay of an exponential moving average of G's weights (0: none)
     anneal_from: float = 1.0  # share of the run after which both learning rates and the
     #                           instance noise fall linearly to 0 at its end (1.0: never)
-    quality_every: int = 0  # steps between quality scores of the shipped G on shapes data (0: never)
+    quality_every: int = 500  # steps between quality scores of the shipped G on shapes data (0: never)
     quality_samples: int = 1024  # samples per quality score (the metrics' anchors are at 1,024)
     recipe: str = "paper"  # the recipe these settings came from (train/recipe.py), for the record
     cache_dir: str | None = None  # image cache for shapes, folder and lmdb data (default ~/.cache/dcgan)

@@ -26,6 +26,9 @@ from train import shapes
 
 log = logging.getLogger(__name__)
 
+# Part of the fingerprint of decoded data (folders, lmdb): a change in how files are decoded
+# (2: 16-bit grey scaled to 8 bits, no longer clipped white) rebuilds their caches.
+DECODER_VERSION = "decode2"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 DEFAULT_SHAPES_LENGTH = 50_000
 CACHE_FORMAT = 2  # 2: transparent images composited over white
@@ -63,7 +66,7 @@ def folder_source(root: Path) -> Source:
     labelled = all(len(r.parts) > 1 for r in rel)
     classes = sorted({r.parts[0] for r in rel}) if labelled else []
     labels = [classes.index(r.parts[0]) if labelled else -1 for r in rel]
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(DECODER_VERSION.encode())
     for r, p in zip(rel, files):
         st = p.stat()
         digest.update(f"{r.as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
@@ -82,7 +85,7 @@ def lmdb_source(root: Path) -> Source:
         keys = [k for k, _ in txn.cursor()]
     if not keys:
         raise DataError(f"the lmdb database {root} is empty — check the path given to --data")
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(DECODER_VERSION.encode())
     for name in ("data.mdb", "lock.mdb"):
         if (root / name).exists():
             st = (root / name).stat()
@@ -121,6 +124,9 @@ def prepare_image(data: bytes, nc: int, size: int = 64) -> np.ndarray:
             # transparent pixels (icons, cut-outs) over white, not whatever colour they hide
             rgba = im.convert("RGBA")
             im = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+        if im.mode.startswith("I"):  # 16-bit grey: convert("L") would clip 32768 to 255 (white)
+            wide = np.asarray(im, dtype=np.float64)
+            im = Image.fromarray(np.clip(np.round(wide / 257), 0, 255).astype(np.uint8), "L")
         im = im.convert("RGB" if nc == 3 else "L")
         w, h = im.size
         scale = size / min(w, h)

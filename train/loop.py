@@ -9,6 +9,7 @@ checkpoints. A checkpoint holds exactly the run's state, so a resumed run contin
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -24,15 +25,17 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
+from runtime.errors import Interrupted
 from runtime.images import make_grid, save_image
-from train.checkpoint import capture_rng, restore_rng, save_checkpoint
+from runtime.outdir import claimed
+from train.checkpoint import restore_rng, save_checkpoint, training_state
 from train.config import ModelConfig, TrainConfig
 from train.continuous import load_anchors, score_continuous
 from train.data import collate_uint8, open_dataset, to_unit_range
 from train.device import check_bf16, pick_device
 from train.distributed import Distributed, setup_distributed
 from train.ema import ema_decay, update_ema
-from train.errors import Interrupted, TrainingError
+from train.errors import TrainingError
 from train.latent import sample_latent
 from train.models import build_models
 from train.plot import plot_losses, plot_quality
@@ -104,10 +107,21 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool, overwrite: bo
     total_steps = cfg.steps if cfg.steps is not None else cfg.epochs * steps_per_epoch
     config = {"model": model_cfg.to_dict(), "train": {k: v for k, v in asdict(cfg).items()
                                                       if k not in ("epochs", "steps", "out")}}
-    if dist.is_main:
-        prepare_run_dir(run_dir, config, resume, overwrite)
-    dist.barrier()
+    # One process at a time in a run directory: a second dcgan-train aimed at it is refused
+    # before it writes anything (rank 0 holds the lock for the whole run).
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with claimed(run_dir, "dcgan-train") if dist.is_main else contextlib.nullcontext():
+        if dist.is_main:
+            prepare_run_dir(run_dir, config, resume, overwrite)
+        dist.barrier()
+        return _loop(cfg, model_cfg, run_dir, dist, device, dataset, sampler, steps_per_epoch,
+                     total_steps, state)
 
+
+def _loop(cfg: TrainConfig, model_cfg: ModelConfig, run_dir: Path, dist: Distributed,
+          device: torch.device, dataset, sampler: DistributedSampler, steps_per_epoch: int,
+          total_steps: int, state: dict | None) -> TrainResult:
+    """Build the run (or restore it from `state`) and train it to `total_steps`."""
     run = Run(cfg, model_cfg, run_dir, dist, device, dataset.fingerprint, steps_per_epoch)
     if state is not None:
         run.restore(state)
@@ -128,7 +142,9 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool, overwrite: bo
                 if stop_signal:
                     if dist.is_main:
                         run.save()
-                    raise Interrupted(stop_signal[0], last_checkpoint(run_dir))
+                    name = signal.Signals(stop_signal[0]).name
+                    raise Interrupted(stop_signal[0], f"stopped by {name}; checkpoint saved to "
+                                      f"{last_checkpoint(run_dir)} — continue with --resume")
                 if run.step >= total_steps or run.epoch_step == 0:
                     break  # a new epoch re-seeds the sampler
         dist.sync_buffers(run.g)
@@ -210,15 +226,11 @@ class Run:
     # -- checkpoints ---------------------------------------------------------------------------
 
     def state(self) -> dict:
-        state = {"model_config": self.model_cfg.to_dict(), "train_config": asdict(self.cfg),
-                 "generator": self.g.state_dict(), "discriminator": self.d.state_dict(),
-                 "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
-                 "step": self.step, "epoch": self.epoch, "epoch_step": self.epoch_step,
-                 "rng": capture_rng(), "latent_rng": self.latent_rng.get_state(),
-                 "best_quality": self.best, "data_fingerprint": self.data_fingerprint}
-        if self.g_ema is not None:
-            state["generator_ema"] = self.g_ema.state_dict()
-        return state
+        return training_state(
+            model_cfg=self.model_cfg, train_cfg=self.cfg, generator=self.g, discriminator=self.d,
+            generator_ema=self.g_ema, opt_g=self.opt_g, opt_d=self.opt_d, step=self.step,
+            epoch=self.epoch, epoch_step=self.epoch_step, latent_rng=self.latent_rng,
+            best_quality=self.best, data_fingerprint=self.data_fingerprint)
 
     def restore(self, state: dict) -> None:
         self.g.load_state_dict(state["generator"])

@@ -1,23 +1,29 @@
 """The run directory: claimed for a new run, or read back to resume one.
 
-A run directory holds config.json, checkpoints/, samples/, metrics.jsonl and loss.png. A resumed
-run takes its model and recipe from the checkpoint; only its length may change.
+A run directory holds config.json, checkpoints/, samples/, metrics.jsonl, loss.png and
+quality.png, and nothing else. A resumed run takes every setting that shapes its training from
+the checkpoint (so a bare `--resume` continues exactly the run that was started); only the
+settings of one invocation (its length, device, workers, ...) come from the command line.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from pathlib import Path
 
 from runtime.files import atomic_write_text
+from runtime.outdir import LOCK_NAME
 from train.checkpoint import load_checkpoint
 from train.config import ModelConfig, TrainConfig
 from train.errors import TrainingError
 
-# What a resumed run takes from its checkpoint rather than the command line: the recipe.
-RECIPE_KEYS = ("data", "batch_size", "lr", "lr_d", "beta1", "beta2", "seed", "label_smoothing",
-               "instance_noise", "instance_noise_floor", "instance_noise_steps", "r1_gamma",
-               "r1_every", "ema", "recipe")
+# The TrainConfig fields a resume may change; every other field is restored from the checkpoint.
+PER_INVOCATION = ("out", "epochs", "steps", "device", "workers", "cache_dir")
+RESUMED_KEYS = tuple(f.name for f in fields(TrainConfig) if f.name not in PER_INVOCATION)
+# What a run writes: top-level files, and the one suffix each subdirectory holds.
+RUN_FILES = ("config.json", "metrics.jsonl", "loss.png", "quality.png")
+RUN_SUBDIRS = {"checkpoints": ".pt", "samples": ".png"}
 
 
 def last_checkpoint(run_dir: Path) -> Path:
@@ -33,7 +39,8 @@ def _read_config(run_dir: Path) -> dict | None:
 
 def stored_run(run_dir: Path, cfg: TrainConfig, model_cfg: ModelConfig
                ) -> tuple[dict, ModelConfig]:
-    """The checkpoint to resume from and the model config it holds; sets `cfg`'s recipe from it."""
+    """The checkpoint to resume from and the model config it holds; sets every resumed setting
+    of `cfg` (RESUMED_KEYS) from it."""
     ckpt_path = last_checkpoint(run_dir)
     if not ckpt_path.exists():
         raise TrainingError(f"--resume: no checkpoint at {ckpt_path} — drop --resume to start a new run")
@@ -48,26 +55,49 @@ def stored_run(run_dir: Path, cfg: TrainConfig, model_cfg: ModelConfig
     except (TypeError, ValueError) as e:
         raise TrainingError(f"--resume: {ckpt_path} has a bad model config ({e})") from None
     stored = state["train_config"]
-    for key in RECIPE_KEYS:
+    for key in RESUMED_KEYS:
         setattr(cfg, key, stored.get(key, getattr(cfg, key)))
     return state, model_cfg
 
 
+def _run_files(run_dir: Path) -> tuple[list[Path], list[Path]]:
+    """(what a dcgan-train run wrote here, everything else): only the first may ever be deleted."""
+    ours, foreign = [], []
+    for p in run_dir.iterdir():
+        if p.name == LOCK_NAME:
+            continue
+        if p.name in RUN_SUBDIRS and p.is_dir():
+            for q in p.iterdir():
+                is_ours = q.is_file() and (q.suffix == RUN_SUBDIRS[p.name] or q.name.endswith(".tmp"))
+                (ours if is_ours else foreign).append(q)
+        elif p.name in RUN_FILES and p.is_file():
+            ours.append(p)
+        else:
+            foreign.append(p)
+    return ours, foreign
+
+
 def prepare_run_dir(run_dir: Path, config: dict, resume: bool, overwrite: bool) -> None:
-    """Create the run directory, refusing to clobber another run unless asked. A directory with
-    a config but no checkpoint holds a run that never saved a step: it is started afresh."""
-    config_path = run_dir / "config.json"
-    started = last_checkpoint(run_dir).exists()
-    if config_path.exists() and started and not (resume or overwrite):
-        held = json.loads(config_path.read_text())
-        what = "a run with a different config" if held != config else "a run"
-        raise TrainingError(f"{run_dir} already holds {what} — pass --resume to continue it, "
-                            "--overwrite to start over, or --out for a new directory")
-    if (overwrite or not started) and not resume:
-        for pattern in ("checkpoints/*.pt", "samples/*.png", "metrics.jsonl", "loss.png"):
-            for p in run_dir.glob(pattern):
-                p.unlink()
-    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    """Make `run_dir` ready for a run (the caller holds its lock). A new run starts only in an
+    empty directory, or with --overwrite in one that holds nothing but an earlier run's files
+    (which are deleted). A directory whose run never got past writing its config counts as
+    empty. Anything else there is refused, never deleted."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        ours, foreign = _run_files(run_dir)
+        if foreign:
+            names = ", ".join(str(p.relative_to(run_dir)) for p in foreign[:3])
+            raise TrainingError(f"{run_dir} holds files that are not a dcgan-train run's ({names}) "
+                                "— pick another --out")
+        started = [p for p in ours if p.name != "config.json"]
+        if started and not overwrite:
+            held = _read_config(run_dir)
+            what = "a run with a different config" if held not in (None, config) else "a run"
+            raise TrainingError(f"{run_dir} already holds {what} — pass --resume to continue it, "
+                                "--overwrite to start over, or --out for a new directory")
+        for p in ours:
+            p.unlink()
+    (run_dir / "checkpoints").mkdir(exist_ok=True)
     (run_dir / "samples").mkdir(exist_ok=True)
     if not resume:
-        atomic_write_text(config_path, json.dumps(config, indent=2) + "\n")
+        atomic_write_text(run_dir / "config.json", json.dumps(config, indent=2) + "\n")
