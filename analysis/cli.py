@@ -161,20 +161,44 @@ def visualize(checkpoint: Checkpoint,
 
 @app.command()
 def quality(source: Source,
-            n: Annotated[int, typer.Option("--n", min=1, help="Samples scored.")] = 1024,
+            n: Annotated[int, typer.Option("--n", min=16, help="Samples scored (the anchors are "
+                                                               "at 1024).")] = 1024,
             out: Out = Path("runs/analysis/quality"),
             seed: Annotated[int, typer.Option(min=0, help="Images 0..n-1 of this seed are scored.")
                             ] = 1,
             debug: Debug = False) -> None:
-    """The shapes quality score: share of samples that are one clean shape of the spec, class
-    balance of those, share of distinct samples. A checkpoint is scored as export ships it (EMA
+    """The shapes quality score. The strict checker: share of samples that are one clean shape of
+    the spec, class balance of those, share of distinct samples. Then the continuous metrics
+    (KID, Fréchet distance, precision/recall in the feature network's features, class shares of
+    all samples, radius and colour against the spec), each beside its anchors: real renders, and
+    renders at the edge of the strict checker. A checkpoint is scored as export ships it (EMA
     weights, BN recalibrated, eval mode); an artifact through the runtime."""
     from analysis.quality import score_source
 
-    result = score_source(source, n, seed, out)
+    result, continuous = score_source(source, n, seed, out)
     typer.echo(f"{source}: {result.summary()}")
     if result.failures:
         typer.echo("failures: " + ", ".join(f"{k} {v}" for k, v in result.failures.items()))
+    typer.echo(continuous.summary())
+    _report(out)
+
+
+@app.command("quality-curve")
+def quality_curve(run_dir: Annotated[Path, typer.Argument(help="A dcgan-train run directory: "
+                                                                "every checkpoints/*.pt is scored.")],
+                  n: Annotated[int, typer.Option("--n", min=16, help="Samples per checkpoint.")] = 1024,
+                  out: Out = Path("runs/analysis/quality-curve"),
+                  seed: Annotated[int, typer.Option(min=0, help="Images 0..n-1 of this seed are "
+                                                                "scored.")] = 1,
+                  debug: Debug = False) -> None:
+    """Score every checkpoint of a run (strict checker and continuous metrics) as export ships
+    it: curve.json, a Markdown table (curve.md) with the anchors under it, and curve.png."""
+    from analysis.curve import quality_curve as curve
+
+    for row in curve(run_dir, n, seed, out):
+        typer.echo(f"step {row['step']:>7} ({row['checkpoint']}): KID {row['kid']:.2e}, FD "
+                   f"{row['fd']:.3g}, precision {row['precision']:.1%}, recall {row['recall']:.1%}, "
+                   f"valid {row['valid']:.1%}")
     _report(out)
 
 

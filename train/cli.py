@@ -77,9 +77,11 @@ def train_command(
                                "instance noise fall linearly to 0 (1: never).",
         show_default=False)] = None,
     quality_every: Annotated[int, typer.Option(min=0, help="Steps between quality scores of the "
-                                               "shipped G on shapes data (0: never).")
-                         ] = DEFAULTS.quality_every,
-    quality_samples: Annotated[int, typer.Option(min=16, help="Samples per quality score.")
+                                               "shipped G on shapes data (0: never): the strict "
+                                               "checker and the continuous metrics; best.pt is "
+                                               "the lowest KID.")] = DEFAULTS.quality_every,
+    quality_samples: Annotated[int, typer.Option(min=16, help="Samples per quality score (the "
+                                                 "continuous metrics' anchors are at 1024).")
                                ] = DEFAULTS.quality_samples,
     seed: Annotated[int, typer.Option(min=0, help="Seed for init, data order and latents.")
                     ] = DEFAULTS.seed,
@@ -113,8 +115,9 @@ def train_command(
     """Train the DCGAN. With no options: the built-in shapes data into runs/dcgan/.
 
     The run directory gets config.json, checkpoints/last.pt (resumable), samples/ (a fixed-noise
-    grid per epoch), metrics.jsonl and loss.png. SIGINT/SIGTERM save a checkpoint and exit
-    130/143; --resume continues bit-exactly on CPU. Under torchrun, trains with DDP.
+    grid per epoch), metrics.jsonl, loss.png and on shapes quality.png. SIGINT/SIGTERM save a
+    checkpoint and exit 130/143; --resume continues bit-exactly on CPU. Under torchrun, trains
+    with DDP.
     """
     options = dict(locals())  # every option above, by the name of the config field it sets
     check_choice(latent, DISTRIBUTIONS, "--latent")

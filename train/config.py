@@ -66,6 +66,6 @@ class TrainConfig:
     anneal_from: float = 1.0  # share of the run after which both learning rates and the
     #                           instance noise fall linearly to 0 at its end (1.0: never)
     quality_every: int = 500  # steps between quality scores of the shipped G on shapes data (0: never)
-    quality_samples: int = 256  # samples per quality score
+    quality_samples: int = 1024  # samples per quality score (the metrics' anchors are at 1,024)
     recipe: str = "paper"  # the recipe these settings came from (train/recipe.py), for the record
     cache_dir: str | None = None  # image cache for shapes, folder and lmdb data (default ~/.cache/dcgan)

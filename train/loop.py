@@ -30,6 +30,7 @@ from runtime.images import make_grid, save_image
 from runtime.outdir import claimed
 from train.checkpoint import restore_rng, save_checkpoint, training_state
 from train.config import ModelConfig, TrainConfig
+from train.continuous import load_anchors, score_continuous
 from train.data import collate_uint8, open_dataset, to_unit_range
 from train.device import check_bf16, pick_device
 from train.distributed import Distributed, setup_distributed
@@ -37,7 +38,7 @@ from train.ema import ema_decay, update_ema
 from train.errors import TrainingError
 from train.latent import sample_latent
 from train.models import build_models
-from train.plot import plot_losses
+from train.plot import plot_losses, plot_quality
 from train.quality import score_images
 from train.rundir import last_checkpoint, prepare_run_dir, stored_run
 from train.shapes import CLASSES
@@ -203,7 +204,7 @@ class Run:
         self.opt_g = torch.optim.Adam(self.g.parameters(), lr=cfg.lr, betas=betas)
         self.opt_d = torch.optim.Adam(self.d.parameters(), lr=cfg.lr_d or cfg.lr, betas=betas)
         self.step = self.epoch = self.epoch_step = 0
-        self.best: dict | None = None  # the best quality score so far (checkpoints/best.pt)
+        self.best: dict | None = None  # the lowest-KID quality score so far (checkpoints/best.pt)
         self.score_quality = False
         # Training latents come from their own stream, never the init's: reseeding the global RNG
         # with the init seed would make the first latents equal to G's first-layer weights / 0.02.
@@ -303,7 +304,7 @@ class Run:
         if self.cfg.keep_every and self.epoch % self.cfg.keep_every == 0:
             self.save(f"epoch_{self.epoch:03d}")
         self.save()
-        plot_losses(self.run_dir / "metrics.jsonl", self.run_dir / "loss.png")
+        self._plot()
 
     def finish(self) -> None:
         """The end of the run: a last score, checkpoint, grid and loss plot."""
@@ -312,7 +313,13 @@ class Run:
         self.save()
         if self.epoch_step:  # ended mid-epoch: the epoch-end grid was not written
             self._write_samples(f"step_{self.step:06d}")
+        self._plot()
+
+    def _plot(self) -> None:
+        """loss.png, and quality.png where the run scores quality."""
         plot_losses(self.run_dir / "metrics.jsonl", self.run_dir / "loss.png")
+        if self.score_quality:
+            plot_quality(self.run_dir / "metrics.jsonl", self.run_dir / "quality.png", load_anchors())
 
     # -- what the shipped generator draws ------------------------------------------------------
 
@@ -326,16 +333,26 @@ class Run:
         save_image(self.run_dir / "samples" / "last.png", grid)
 
     def _log_quality(self) -> None:
-        """Score the shipped generator; keep checkpoints/best.pt by the valid share."""
+        """Score the shipped generator with the strict checker and the continuous metrics (one
+        `quality` record in metrics.jsonl holding both).
+
+        checkpoints/best.pt is the checkpoint of the lowest KID so far: KID moves from the first
+        steps on, where the valid share sits at 0 for most of a run. A best score recorded before
+        KID was (a resumed older run) is replaced by the next score.
+        """
         shipped = self._shipped()
-        result = score_images(sample_images(shipped, self.cfg.quality_samples, QUALITY_SEED))
+        images = sample_images(shipped, self.cfg.quality_samples, QUALITY_SEED)
+        result, continuous = score_images(images), score_continuous(images)
         self._write_samples(f"step_{self.step:06d}", shipped)
-        improved = self.best is None or result.valid > self.best["valid"]
+        record = {**result.to_dict(), **continuous.to_dict()}
+        improved = self.best is None or continuous.kid < self.best.get("kid", float("inf"))
         if improved:
-            self.best = {"step": self.step, **result.to_dict()}
-        self.metrics.write(json.dumps({"step": self.step, "quality": result.to_dict()}) + "\n")
+            self.best = {"step": self.step, **record}
+        self.metrics.write(json.dumps({"step": self.step, "quality": record}) + "\n")
         self.metrics.flush()
-        tqdm.write(f"step {self.step}: {result.summary()}")
+        shares = ", ".join(f"{k} {v:.0%}" for k, v in continuous.class_shares.items())
+        tqdm.write(f"step {self.step}: {result.summary()}; KID {continuous.kid:.2e}, precision "
+                   f"{continuous.precision:.1%}, recall {continuous.recall:.1%}, {shares}")
         if improved:
             self.save("best")
 

@@ -104,11 +104,15 @@ def coverage(spec: ShapeSpec) -> np.ndarray:
     return alpha
 
 
-def render(seed: int, index: int) -> tuple[np.ndarray, int]:
-    """Image `index` of `seed`: uint8 (64, 64, 3) and its class label."""
-    spec = draw_spec(seed, index)
+def paint(spec: ShapeSpec) -> np.ndarray:
+    """uint8 (64, 64, 3): the shape `spec` describes on its background."""
     alpha = coverage(spec)[:, :, None]
     bg = np.asarray(spec.background, np.float32)
     fg = np.asarray(spec.foreground, np.float32)
-    image = np.round(bg * (1 - alpha) + fg * alpha).astype(np.uint8)
-    return image, spec.label
+    return np.round(bg * (1 - alpha) + fg * alpha).astype(np.uint8)
+
+
+def render(seed: int, index: int) -> tuple[np.ndarray, int]:
+    """Image `index` of `seed`: uint8 (64, 64, 3) and its class label."""
+    spec = draw_spec(seed, index)
+    return paint(spec), spec.label
