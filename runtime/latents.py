@@ -7,6 +7,8 @@ machine, and batches, starts and shards all see the same vectors.
 
 from __future__ import annotations
 
+import operator
+
 import numpy as np
 
 DISTRIBUTIONS = ("normal", "uniform")
@@ -24,6 +26,8 @@ def latents(seed: int, start: int, n: int, nz: int, distribution: str = "normal"
         nz: latent size.
         distribution: "normal" (N(0, 1)) or "uniform" (U(-1, 1)).
     """
+    # numpy integers become Python ints: `(start + k) << 128` is 0 for an np.int64
+    seed, start, n = operator.index(seed), operator.index(start), operator.index(n)
     if distribution not in DISTRIBUTIONS:
         raise ValueError(f"latent distribution must be one of {DISTRIBUTIONS}, got {distribution!r}")
     if not 0 <= seed <= MAX_SEED:

@@ -116,7 +116,7 @@ def test_health_readiness_info_and_metrics(service):
     assert 'code="200",route="/v1/images/{seed}/{index}.png"' in text
 
 
-def test_overload_is_503_with_retry_after(tiny_artifact):
+def test_overload_is_503_with_retry_after_and_a_request_that_can_never_fit_is_400(tiny_artifact):
     from starlette.testclient import TestClient
 
     from runtime import Generator
@@ -126,7 +126,13 @@ def test_overload_is_503_with_retry_after(tiny_artifact):
     with Generator.load(tiny_artifact, backend="ort-cpu") as gen, \
             Batcher(gen, max_batch=4, max_queue=4) as b:
         with TestClient(create_app(b)) as client:
-            r = client.get("/v1/images?n=5&format=npy")
+            never = client.get("/v1/images?n=5&format=npy")  # 5 images, a queue of 4: never fits
+            b._queued_images += 4  # the queue is full (as if 4 images were waiting)
+            try:
+                r = client.get("/v1/images?n=2&format=npy")
+            finally:
+                b._queued_images -= 4
+    assert never.status_code == 400 and "can never fit the queue of 4" in never.json()["error"]
     assert r.status_code == 503 and r.headers["retry-after"] == "1"
     assert "retry" in r.json()["error"]
 
