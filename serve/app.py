@@ -38,6 +38,7 @@ from prometheus_client import (
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -45,7 +46,15 @@ from starlette.routing import Route
 from runtime.batcher import Batcher, BatcherClosed, BatchStats, DeadlineExceeded, Overloaded
 from runtime.images import encode_image, make_grid
 from runtime.latents import MAX_INDEX, MAX_SEED
-from serve.checks import BadRequest, ClientGone, canonical_int, declared_length, error, unless_gone
+from serve.checks import (
+    BadRequest,
+    ClientGone,
+    ForgetGoneClients,
+    canonical_int,
+    declared_length,
+    error,
+    unless_gone,
+)
 from serve.oip import OipRest
 from serve.oip_model import OipModel
 from serve.openapi import openapi
@@ -252,7 +261,9 @@ def create_app(batcher: Batcher, limits: Limits = Limits(), cors_origins: tuple[
         state["draining"] = True
 
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error},
-                    lifespan=lifespan, middleware=secure(cors_origins, api_keys, OPEN_PATHS))
+                    lifespan=lifespan,
+                    middleware=[Middleware(ForgetGoneClients),
+                                *secure(cors_origins, api_keys, OPEN_PATHS)])
     app.state.service = state
     app.state.oip = oip.model
     return app

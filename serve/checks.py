@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 from concurrent.futures import Future
 
 from starlette.requests import Request
 from starlette.responses import Response
 
+log = logging.getLogger("dcgan-serve")
 _CANONICAL = re.compile(r"0|[1-9][0-9]{0,38}")  # ASCII digits, no sign, no '_', no leading zero
 
 
@@ -99,3 +101,29 @@ def error(status: int, message: str, headers: dict | None = None) -> Response:
     line = " ".join(message.split())  # one line, whatever the message held
     return Response(json.dumps({"error": line}) + "\n", status_code=status,
                     media_type="application/json", headers=headers)
+
+
+class ForgetGoneClients:
+    """ASGI middleware: an answer to a client that already closed its connection goes nowhere,
+    quietly. uvicorn on uvloop raises from `send` when a pipelining client closed before its
+    later answers were written, and the error reached the log as a traceback per request."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        gone = False
+
+        async def forgetting_send(message):
+            nonlocal gone
+            if gone:
+                return
+            try:
+                await send(message)
+            except (RuntimeError, OSError) as e:  # the transport is closed
+                gone = True
+                log.debug("client of %s went away before its answer: %s", scope["path"], e)
+
+        await self.app(scope, receive, forgetting_send)
