@@ -32,6 +32,9 @@ from serve.oip_model import MODEL, VERSION, OipModel, Tensor, decode_list, decod
 SERVER = {"name": "dcgan-serve", "version": "1",
           "extensions": ["binary_tensor_data", "model_configuration", "parameters"]}
 HEADER_LENGTH = "Inference-Header-Content-Length"
+# each uint8 as JSON text in 4 bytes, "  7," or "255,": a whole image in one numpy gather,
+# where json.dumps of 12,288 Python ints costs milliseconds (JSON allows the padding blanks)
+_UINT8_JSON = np.array([list(f"{i:>3},".encode()) for i in range(256)], np.uint8)
 JSON_SLACK = 64 * 1024  # a request's JSON beyond its numbers: names, shapes, parameters
 CHARS_PER_NUMBER = 32  # "-1.2345678901234567e-05, " with room for whitespace
 
@@ -173,8 +176,11 @@ def _response(name: str, images: np.ndarray, binary: bool, request_id: str | Non
     if request_id is not None:
         head["id"] = request_id
     if not binary:
-        output["data"] = images.ravel().tolist()
-        return Response(json.dumps({**head, "outputs": [output]}), media_type="application/json")
+        text = json.dumps({**head, "outputs": [output]}).encode()
+        data = _UINT8_JSON[images.ravel()].tobytes()[:-1]  # without the last comma
+        # `text` ends with the output's shape and then "}]}": the data goes in between
+        body = b"".join((text[:-3], b', "data": [', data, b"]", text[-3:]))
+        return Response(body, media_type="application/json")
     output["parameters"] = {"binary_data_size": images.nbytes}
     text = json.dumps({**head, "outputs": [output]}).encode()
     return Response(text + images.tobytes(), media_type="application/octet-stream",

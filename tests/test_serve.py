@@ -188,8 +188,9 @@ def test_real_server_serves_and_drains_on_sigterm(tiny_artifact):
 def test_load_benchmark_drives_a_real_server_with_keep_alive_clients(tiny_artifact):
     from benchmarks.serve_load import _run_loop, _serve_runs
 
-    rows = _run_loop(_serve_runs(tiny_artifact, 8, 2, [1, 4], 1.0))
-    assert [r["clients"] for r in rows] == [1, 4]
+    rows = _run_loop(_serve_runs(tiny_artifact, 8, 2, [1, 4], 1.0, oip_clients=[2]))
+    assert [(r["protocol"], r["clients"]) for r in rows] == [("v1", 1), ("v1", 4), ("oip-binary", 2),
+                                                             ("oip-json", 2)]
     for row in rows:
         assert row["requests"] > 0 and row["errors"] == 0 and row["mean_batch"] >= 1.0
         assert row["p50_ms"] <= row["p99_ms"]

@@ -52,24 +52,26 @@ def test_clients_that_leave_cost_at_most_the_batches_already_running(gen):
         with running(app) as address:
             warm_up = len(backend.sizes)
             backend.gate.clear()  # the backend holds: every request queues
-            host, port = address.split(":")
-            socks = []
-            for k in range(clients):
-                s = socket.create_connection((host, int(port)))
-                s.sendall(f"GET /v1/images?seed={k}&n={n}&format=npy HTTP/1.1\r\nHost: x\r\n\r\n"
-                          .encode())
-                socks.append(s)
-            deadline = time.monotonic() + 30
-            while batcher.queued_images < clients * n - max_batch and time.monotonic() < deadline:
-                time.sleep(0.01)  # all queued, one batch taken by the worker (held at the gate)
-            assert batcher.queued_images == clients * n - max_batch
-            for s in socks:  # the clients leave
-                s.close()
-            deadline = time.monotonic() + 30
-            while batcher.queued_images and time.monotonic() < deadline:
-                time.sleep(0.01)
-            assert batcher.queued_images == 0  # their queued work is gone
-            backend.gate.set()
+            try:
+                host, port = address.split(":")
+                socks = []
+                for k in range(clients):
+                    s = socket.create_connection((host, int(port)))
+                    s.sendall(f"GET /v1/images?seed={k}&n={n}&format=npy HTTP/1.1\r\nHost: x\r\n\r\n"
+                              .encode())
+                    socks.append(s)
+                deadline = time.monotonic() + 30
+                while batcher.queued_images < clients * n - max_batch and time.monotonic() < deadline:
+                    time.sleep(0.01)  # all queued, one batch taken by the worker (held at the gate)
+                assert batcher.queued_images == clients * n - max_batch
+                for s in socks:  # the clients leave
+                    s.close()
+                deadline = time.monotonic() + 10
+                while batcher.queued_images and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                assert batcher.queued_images == 0  # their queued work is gone
+            finally:
+                backend.gate.set()
             assert get(address, "/v1/images/1/1.png")[0] == 200  # and the server serves on
     # the batch already running when they left, and the last request: nothing of theirs queued
     assert sum(backend.sizes[warm_up:]) == max_batch + 1
