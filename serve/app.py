@@ -212,7 +212,9 @@ def create_app(batcher: Batcher, limits: Limits = Limits(), cors_origins: tuple[
                     raise BadRequest(f"request headers above {MAX_HEADER_BYTES} bytes", 431)
                 response = await endpoint(request)
             except BadRequest as e:
-                response = error(e.status, str(e))
+                # a body refused unread: close the connection, or uvicorn would read (and discard)
+                # the rest of it to find the next request on the connection
+                response = error(e.status, str(e), {"Connection": "close"} if e.status == 413 else None)
             except ValueError as e:  # the batcher's checks (NaN in z, more than the queue holds)
                 response = error(400, str(e))
             except Overloaded as e:

@@ -184,3 +184,45 @@ def test_a_port_in_use_is_one_line(batcher, address):
 
     with pytest.raises(DcganError, match="port may be in use"):
         GrpcServer(OipModel(batcher, 32), lambda: True, address).start()
+
+
+def test_dcgan_serve_with_grpc_port_api_key_and_cors(tiny_artifact, tmp_path, gen):
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from serving import free_port, get
+
+    keys = tmp_path / "keys"
+    keys.write_text(KEY + "\n")
+    port, grpc_port = free_port(), free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "serve.cli", str(tiny_artifact), "--port", str(port), "--grpc-port",
+         str(grpc_port), "--backend", "ort-cpu", "--max-batch", "8", "--api-key-file", str(keys),
+         "--cors-origin", "https://a.example", "--cors-origin", "https://b.example"],
+        cwd=Path(__file__).parents[1], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    address = f"127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if get(address, "/v2/health/ready")[0] == 200:
+                    break
+            except OSError:
+                time.sleep(0.1)
+        code, headers, body = get(address, "/v2/models/dcgan", {"Origin": "https://b.example"})
+        assert code == 401 and headers["access-control-allow-origin"] == "https://b.example"
+        assert "API key" in json.loads(body)["error"]
+        with grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}") as c:
+            assert c.is_server_ready()
+            result = c.infer("dcgan", [], parameters={"seed": 3, "n": 2},
+                             headers={"authorization": f"Bearer {KEY}"})
+            np.testing.assert_array_equal(result.as_numpy("images"), gen.generate(2, seed=3))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "gRPC (Open Inference Protocol) on" in err and "Traceback" not in err
