@@ -5,8 +5,11 @@
 Starts `dcgan-serve` on 127.0.0.1 (with its defaults, then with --concurrency 1 and with
 --max-batch 1 for the largest client count), then
 drives a closed loop from this process: C keep-alive clients, each asking for one image at a
-time (`GET /v1/images/{seed}/{index}.png`, every request a new index, so no cache helps) for a
-fixed duration. Reports images/s, p50/p99 latency, errors and the server's mean batch size (from
+time for a fixed duration, over /v1 (`GET /v1/images/{seed}/{index}.png`, every request a new
+index, so no cache helps) and, on the same server, over the Open Inference Protocol (`POST
+/v2/models/dcgan/infer` with a latent z FP32 [1, nz]: binary in and out, as tritonclient sends
+by default, and JSON in and out) for 1 client and the largest count. Reports images/s, p50/p99
+latency, errors and the server's mean batch size (from
 /metrics), next to `Generator.generate` batched in-process (batch 64) and a direct
 `generate(1)` call's latency, measured in the same run. Bounded: every loop stops at its
 deadline; traffic goes to 127.0.0.1 only.
@@ -15,6 +18,9 @@ deadline; traffic goes to 127.0.0.1 only.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import importlib.metadata
+import json
 import os
 import re
 import socket
@@ -25,6 +31,7 @@ import time
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
 
 from benchmarks import machine
@@ -55,11 +62,16 @@ class Connection:
 
     async def get(self, path: str) -> tuple[int, bytes]:
         """(status, body) of `GET path`; reconnects once if the server closed the connection."""
+        return await self.send(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+
+    async def send(self, request: bytes) -> tuple[int, bytes]:
+        """(status, body) of one whole HTTP/1.1 request; reconnects once if the server closed
+        the connection."""
         for attempt in (0, 1):
             if self.writer is None:
                 self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
             try:
-                self.writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+                self.writer.write(request)
                 head = await self.reader.readuntil(b"\r\n\r\n")
                 break
             except (ConnectionError, asyncio.IncompleteReadError):
@@ -119,9 +131,35 @@ class Server:
         self.proc.wait(30)
 
 
-async def _drive(port: int, clients: int, seconds: float) -> dict:
+PROTOCOLS = ("v1", "oip-binary", "oip-json")
+SERVE_PACKAGES = ("starlette", "uvicorn", "uvloop", "httptools")
+INFER = "/v2/models/dcgan/infer"
+IMAGE_BYTES = 64 * 64 * 3
+
+
+def oip_requests(protocol: str, nz: int, count: int, seed: int = 0) -> list[bytes]:
+    """`count` whole HTTP requests for one image each, of latents drawn here: binary in and out
+    (the binary tensor extension), or JSON in and out."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(count):
+        z = rng.standard_normal((1, nz), dtype=np.float32)
+        tensor = {"name": "z", "datatype": "FP32", "shape": [1, nz]}
+        if protocol == "oip-binary":
+            header = json.dumps({"inputs": [{**tensor, "parameters": {"binary_data_size": z.nbytes}}],
+                                 "outputs": [{"name": "images", "parameters": {"binary_data": True}}]})
+            body, extra = header.encode() + z.tobytes(), f"Inference-Header-Content-Length: {len(header)}\r\n"
+        else:
+            body, extra = json.dumps({"inputs": [{**tensor, "data": z.ravel().tolist()}]}).encode(), ""
+        out.append(f"POST {INFER} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n"
+                   f"Content-Type: application/octet-stream\r\n{extra}\r\n".encode() + body)
+    return out
+
+
+async def _drive(port: int, clients: int, seconds: float, protocol: str = "v1", nz: int = 100) -> dict:
     latencies, errors, counter = [], 0, iter(range(10**9))
     deadline = time.monotonic() + seconds
+    bodies = oip_requests(protocol, nz, 64) if protocol != "v1" else []
 
     async def one_client(k: int) -> None:
         nonlocal errors
@@ -131,8 +169,12 @@ async def _drive(port: int, clients: int, seconds: float) -> dict:
                 index = next(counter)
                 t0 = time.perf_counter()
                 try:
-                    status, body = await conn.get(f"/v1/images/{k + 1}/{index}.png")
-                    ok = status == 200 and body[:4] == b"\x89PNG"
+                    if protocol == "v1":
+                        status, body = await conn.get(f"/v1/images/{k + 1}/{index}.png")
+                        ok = status == 200 and body[:4] == b"\x89PNG"
+                    else:  # binary: JSON header + 12288 bytes; JSON: 12288 numbers as text
+                        status, body = await conn.send(bodies[index % len(bodies)])
+                        ok = status == 200 and len(body) > IMAGE_BYTES
                 except OSError:  # counted as an error
                     ok = False
                     conn.close()
@@ -147,21 +189,27 @@ async def _drive(port: int, clients: int, seconds: float) -> dict:
     await asyncio.gather(*(one_client(k) for k in range(clients)))
     elapsed = time.perf_counter() - t0
     ms = sorted(x * 1000 for x in latencies)
-    return {"clients": clients, "images_per_s": len(ms) / elapsed, "requests": len(ms),
+    return {"protocol": protocol, "clients": clients, "images_per_s": len(ms) / elapsed,
+            "requests": len(ms),
             "errors": errors, "p50_ms": statistics.median(ms) if ms else None,
             "p99_ms": ms[min(len(ms) - 1, int(0.99 * len(ms)))] if ms else None}
 
 
 async def _serve_runs(artifact: Path, max_batch: int, concurrency: int, clients: list[int],
-                      seconds: float) -> list:
+                      seconds: float, oip_clients: list[int] = ()) -> list:
+    """Rows for /v1 at each client count, then OIP binary and JSON at each of `oip_clients`,
+    all on one server."""
     server = Server(artifact, max_batch, concurrency)
+    nz = json.loads((Path(artifact) / "manifest.json").read_text())["model"]["nz"]
+    runs = [("v1", c) for c in clients]
+    runs += [(p, c) for p in ("oip-binary", "oip-json") for c in oip_clients]
     rows = []
     try:
         await server.ready()
-        for c in clients:
+        for protocol, c in runs:
             before = await server.metrics()
             cpu_server, cpu_load = server.cpu_seconds(), time.process_time()
-            row = await _drive(server.port, c, seconds)
+            row = await _drive(server.port, c, seconds, protocol, nz)
             cpu_server, cpu_load = server.cpu_seconds() - cpu_server, time.process_time() - cpu_load
             row["mean_batch"] = _delta_mean_batch(before, await server.metrics())
             row["max_batch"], row["concurrency"] = max_batch, concurrency
@@ -213,16 +261,20 @@ def _in_process(artifact: Path) -> dict:
 def markdown(result: dict) -> str:
     m = result["machine"]
     base = result["in_process"]
-    lines = [f"Machine: {m['cpu']}, {m['cores']} cores. Server and load in separate processes on "
-             f"127.0.0.1, {result['seconds']:g} s per row, one image per request.\n",
+    versions = ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items())
+    lines = [f"Machine: {m['cpu']}, {m['cores']} cores; Python {m.get('python')}, {versions}. "
+             f"Server and load in separate processes on 127.0.0.1, {result['seconds']:g} s per "
+             "row, one image per request.\n",
+             *([f"Command: `{result['command']}`\n"] if "command" in result else []),
              f"In-process `Generator.generate`, batch 64: {base['batched_images_per_s']:.0f} "
              f"images/s ({base['batched_cpu_ms']:.2f} ms of CPU per image); a direct "
              f"`generate(1)`: p50 {base['generate1_p50_ms']:.2f} ms.\n",
-             "| --max-batch | --concurrency | clients | images/s | × in-process batched | p50 ms "
-             "| p99 ms | mean batch | errors | server CPU ms/image | load CPU ms/request |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| protocol | --max-batch | --concurrency | clients | images/s | × in-process batched "
+             "| p50 ms | p99 ms | mean batch | errors | server CPU ms/image | load CPU ms/request |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in result["rows"]:
-        lines.append(f"| {r['max_batch']} | {r['concurrency']} | {r['clients']} | {r['images_per_s']:.0f} | "
+        lines.append(f"| {r['protocol']} | {r['max_batch']} | {r['concurrency']} | {r['clients']} | "
+                     f"{r['images_per_s']:.0f} | "
                      f"{r['images_per_s'] / base['batched_images_per_s']:.2f} | {r['p50_ms']:.2f} | "
                      f"{r['p99_ms']:.2f} | {r['mean_batch']:.1f} | {r['errors']} | "
                      f"{r['server_cpu_ms']:.2f} | {r['load_cpu_ms']:.2f} |")
@@ -239,8 +291,14 @@ def main_command(
 ) -> None:
     """Measure dcgan-serve under a closed-loop load (see the module docstring)."""
     counts = [int(c) for c in clients.split(",")]
-    result = {"seconds": seconds, "machine": machine.describe(), "in_process": _in_process(artifact)}
-    rows = _run_loop(_serve_runs(artifact, 64, 2, counts, seconds))  # dcgan-serve's defaults
+    described = machine.describe()
+    for name in SERVE_PACKAGES:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            described["versions"][name] = importlib.metadata.version(name)
+    result = {"seconds": seconds, "machine": described, "in_process": _in_process(artifact),
+              "command": "python -m benchmarks.serve_load " + " ".join(sys.argv[1:])}
+    # dcgan-serve's defaults: /v1 at every count, then OIP binary and JSON at 1 and the largest
+    rows = _run_loop(_serve_runs(artifact, 64, 2, counts, seconds, sorted({1, max(counts)})))
     rows += _run_loop(_serve_runs(artifact, 64, 1, [max(counts)], seconds))
     rows += _run_loop(_serve_runs(artifact, 1, 2, [max(counts)], seconds))
     result["rows"] = rows

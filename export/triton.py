@@ -6,7 +6,8 @@ max_batch_size is the engine profile's max batch, and dynamic batching is on, se
 docs advise for a model with a single optimization profile: no preferred_batch_size (it is for
 models whose batch sizes perform differently, e.g. several TensorRT profiles), and no queue
 delay: dcgan-serve's load benchmark found batches fill by themselves under load with a delay of
-0 (benchmarks/results/serve.md), and a delay only adds latency at low load.
+0 (benchmarks/results/serve.md), and a delay only adds latency at low load. The config's content
+has one owner, runtime/triton_config.py, which dcgan-serve's `/v2/models/{name}/config` answers too.
 """
 
 from __future__ import annotations
@@ -14,39 +15,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from runtime.manifest import INPUT_NAME, OUTPUT_NAME
-
-
-def model_config(name: str, platform: str, nz: int, image_size: int, channels: int,
-                 max_batch: int) -> str:
-    """config.pbtxt text (protobuf text format of Triton's ModelConfig)."""
-    return f"""name: "{name}"
-platform: "{platform}"
-max_batch_size: {max_batch}
-input [
-  {{
-    name: "{INPUT_NAME}"
-    data_type: TYPE_FP32
-    dims: [ {nz} ]
-  }}
-]
-output [
-  {{
-    name: "{OUTPUT_NAME}"
-    data_type: TYPE_UINT8
-    dims: [ {image_size}, {image_size}, {channels} ]
-  }}
-]
-dynamic_batching {{
-  max_queue_delay_microseconds: 0
-}}
-instance_group [
-  {{
-    count: 1
-    kind: {"KIND_GPU" if platform == "tensorrt_plan" else "KIND_AUTO"}
-  }}
-]
-"""
+from runtime.triton_config import model_config, to_pbtxt
 
 
 def write_repository(repo: Path, name: str, onnx_path: Path, engine_path: Path | None, nz: int,
@@ -58,6 +27,6 @@ def write_repository(repo: Path, name: str, onnx_path: Path, engine_path: Path |
     for model_name, platform, source, filename in models:
         (repo / model_name / "1").mkdir(parents=True)
         (repo / model_name / "config.pbtxt").write_text(
-            model_config(model_name, platform, nz, image_size, channels, max_batch))
+            to_pbtxt(model_config(model_name, platform, nz, image_size, channels, max_batch)))
         shutil.copyfile(source, repo / model_name / "1" / filename)
     return [m[0] for m in models]

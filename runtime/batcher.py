@@ -1,40 +1,46 @@
 """A dynamic batcher: concurrent requests for images coalesced into backend calls.
 
-Requests for `(seed, start, n)` from many threads or asyncio tasks are cut into pieces of at
+Requests for `(seed, start, n)` or for given latents `z` (a walk, arithmetic, a user's own
+sampler), from many threads or asyncio tasks, are cut into pieces of at
 most `max_batch` images and queued; a worker thread takes as many queued pieces as fit in
 `max_batch` images the moment it is free (waiting at most `max_delay_ms` for more, default 0:
 whatever is queued goes, as Triton's dynamic batcher does), runs them as one backend call, and
-hands every caller exactly the bytes `Generator.generate(n, seed=seed, start=start)`
-returns: a latent depends only on (seed, index), and a backend's output for an image does not
-depend on the batch around it.
+hands every caller exactly the bytes `Generator.generate(n, seed=seed, start=start)` (or
+`Generator.from_latents(z)`) returns: a latent depends only on (seed, index), and a backend's
+output for an image does not depend on the batch around it, so both kinds share one batch.
 
 Limits count images, not requests: a queue holding `max_queue` images refuses more at once
 (`Overloaded`); each request has a deadline (`DeadlineExceeded` if it is still queued then);
-cancelled and expired requests are dropped before they are computed; a backend failure in a
-batch is retried piece by piece, so one failing request never fails the others. `close()`
-stops taking requests and finishes everything already queued.
+cancelled and expired requests are dropped before they are computed, and cancelling a request
+whose first pieces already run drops its other pieces (a client that left costs at most the
+batches already running); a backend failure in a batch is retried piece by piece, so one failing
+request never fails the others. `close()` stops taking requests and finishes everything queued.
 
 Example:
     >>> with Generator.load("artifacts/demo") as gen, Batcher(gen, max_batch=64) as batcher:
     ...     images = batcher.generate(seed=7, start=0, n=4)        # from a thread
     ...     images = await batcher.agenerate(seed=7, start=0, n=4)  # from asyncio
+    ...     images = await batcher.afrom_latents(z)                   # any float32 (n, nz)
 """
 
 from __future__ import annotations
 
 import asyncio
+import operator
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from runtime.errors import DcganError
-from runtime.generator import Generator, _check_range, _count, _seed
+from runtime.generator import MAX_IMAGES, Generator, _check_range, _count, _seed
 from runtime.latents import latents
+
+MAX_CONCURRENCY = 64  # worker threads, each holding a backend call: far above what any host uses
 
 
 class Overloaded(DcganError):
@@ -49,6 +55,25 @@ class BatcherClosed(DcganError):
     """The batcher is shutting down and takes no new requests."""
 
 
+class TooLarge(DcganError, ValueError):
+    """The request holds more images than the queue can ever hold: retrying cannot help (a 4xx)."""
+
+
+class _Future(Future):
+    """A request's Future whose `cancel()` also works once the request started: the pieces not
+    yet computed are dropped, and the Future ends with CancelledError (`cancelled()` stays False
+    for a started one, as `concurrent.futures` only cancels pending Futures)."""
+
+    on_cancel: Callable[[], bool] | None = None
+
+    def cancel(self) -> bool:
+        if super().cancel():  # still pending: no piece of it ran
+            if self.on_cancel is not None:
+                self.on_cancel()
+            return True
+        return self.on_cancel is not None and self.on_cancel()
+
+
 @dataclass
 class _Request:
     seed: int
@@ -56,7 +81,8 @@ class _Request:
     n: int
     deadline: float | None
     enqueued: float
-    future: Future = field(default_factory=Future)
+    z: np.ndarray | None = None  # given latents (seed and start unused), float32 (n, nz)
+    future: _Future = field(default_factory=_Future)
     out: np.ndarray | None = None
     pieces_left: int = 0
     started: bool = False
@@ -99,9 +125,12 @@ class Batcher:
     def __init__(self, generator: Generator, max_batch: int = 64, max_delay_ms: float = 0.0,
                  max_queue: int = 4096, timeout_s: float | None = 30.0,
                  on_batch: Callable[[BatchStats], None] | None = None, concurrency: int = 1):
-        if max_batch < 1 or max_queue < 1 or max_delay_ms < 0 or concurrency < 1:
-            raise ValueError("need max_batch >= 1, max_queue >= 1, max_delay_ms >= 0 and "
-                             "concurrency >= 1")
+        if max_batch < 1 or max_queue < 1 or max_delay_ms < 0 or not 1 <= concurrency <= MAX_CONCURRENCY:
+            raise ValueError(f"need max_batch >= 1, max_queue >= 1, max_delay_ms >= 0 and "
+                             f"1 <= concurrency <= {MAX_CONCURRENCY}")
+        if timeout_s is not None and timeout_s < max_delay_ms / 1000.0:
+            raise ValueError(f"max_delay_ms {max_delay_ms:g} is longer than the timeout of "
+                             f"{timeout_s:g} s: a held batch would expire before it runs")
         self.generator = generator
         self.max_batch = min(max_batch, generator.max_batch or max_batch)
         self.max_delay = max_delay_ms / 1000.0
@@ -123,14 +152,62 @@ class Batcher:
 
     def submit(self, seed: int, start: int, n: int, timeout_s: float | None = None) -> Future:
         """Queue a request; its Future resolves to uint8 (n, H, W, C). Raises ValueError for bad
-        arguments, Overloaded when the queue is full, BatcherClosed after close()."""
-        n, start, seed = _count(n, "n"), _count(start, "start"), _seed(seed)
+        arguments (TooLarge above the queue's size), Overloaded when the queue is full,
+        BatcherClosed after close(). `cancel()` on the Future drops what is not computed yet."""
+        n, start, seed = _count(n, "n"), _count(start, "start"), _seed(seed)  # plain ints
         _check_range(start, n)
         if n == 0:
             raise ValueError("n must be >= 1")
+        return self._enqueue(_Request(seed, start, n, None, 0.0), timeout_s)
+
+    def submit_latents(self, z: np.ndarray, timeout_s: float | None = None) -> Future:
+        """Queue the images of latents `z` (float (n, nz), finite): exactly what
+        `Generator.from_latents(z)` returns, in batches shared with seed requests."""
+        z = self._checked_latents(z)
+        return self._enqueue(_Request(0, 0, len(z), None, 0.0, z=z), timeout_s)
+
+    def generate(self, seed: int, start: int, n: int, timeout_s: float | None = None) -> np.ndarray:
+        """Blocking: the images of `submit`."""
+        return self.submit(seed, start, n, timeout_s).result()
+
+    def from_latents(self, z: np.ndarray, timeout_s: float | None = None) -> np.ndarray:
+        """Blocking: the images of `submit_latents`."""
+        return self.submit_latents(z, timeout_s).result()
+
+    async def agenerate(self, seed: int, start: int, n: int,
+                        timeout_s: float | None = None) -> np.ndarray:
+        """From asyncio: the images of `submit`. Cancelling the awaiting task drops every piece
+        of the request not computed yet."""
+        return await asyncio.wrap_future(self.submit(seed, start, n, timeout_s))
+
+    async def afrom_latents(self, z: np.ndarray, timeout_s: float | None = None) -> np.ndarray:
+        """From asyncio: the images of `submit_latents` (cancellable like `agenerate`)."""
+        return await asyncio.wrap_future(self.submit_latents(z, timeout_s))
+
+    def _checked_latents(self, z) -> np.ndarray:
+        z = np.asarray(z)
+        nz = self.generator.nz
+        if z.ndim != 2 or z.shape[1] != nz or z.shape[0] < 1:
+            raise ValueError(f"z must have shape (n, {nz}) with n >= 1, got {z.shape}")
+        if not np.issubdtype(z.dtype, np.floating):
+            raise ValueError(f"z must be a float array (float32 expected), got {z.dtype}")
+        if z.shape[0] > MAX_IMAGES:
+            raise TooLarge(f"{z.shape[0]} latents in one request is above {MAX_IMAGES} — split it")
+        with np.errstate(over="ignore"):  # an overflow shows as inf, refused below
+            z = np.ascontiguousarray(z, np.float32)
+        if not np.all(np.isfinite(z)):  # after the cast: 1e300 in float64 is inf in float32
+            raise ValueError("z contains NaN or inf (as float32); expected finite latents")
+        return z
+
+    def _enqueue(self, request: _Request, timeout_s: float | None) -> Future:
+        n = request.n
+        if n > self.max_queue:
+            raise TooLarge(f"{n} images in one request can never fit the queue of {self.max_queue} "
+                           "images — ask for fewer")
         now = time.monotonic()
         timeout_s = self.timeout_s if timeout_s is None else timeout_s
-        request = _Request(seed, start, n, now + timeout_s if timeout_s else None, now)
+        request.deadline, request.enqueued = (now + timeout_s if timeout_s else None), now
+        request.future.on_cancel = lambda: self._drop(request)
         size, c = self.generator.manifest.image_size, self.generator.manifest.channels
         with self._cond:
             if self._closed:
@@ -147,15 +224,17 @@ class Batcher:
             self._cond.notify_all()
         return request.future
 
-    def generate(self, seed: int, start: int, n: int, timeout_s: float | None = None) -> np.ndarray:
-        """Blocking: the images of `submit`."""
-        return self.submit(seed, start, n, timeout_s).result()
-
-    async def agenerate(self, seed: int, start: int, n: int,
-                        timeout_s: float | None = None) -> np.ndarray:
-        """From asyncio: the images of `submit`. Cancelling the awaiting task drops the request
-        if it was not started yet."""
-        return await asyncio.wrap_future(self.submit(seed, start, n, timeout_s))
+    def _drop(self, request: _Request) -> bool:
+        """Take a cancelled request's queued pieces out of the queue (and out of its count), and
+        end its Future with CancelledError if it is running; False if it had finished."""
+        with self._cond:
+            kept = deque(p for p in self._pieces if p.request is not request)
+            self._queued_images -= sum(p.count for p in self._pieces if p.request is request)
+            self._pieces = kept
+            if request.future.done():
+                return request.future.cancelled()
+            request.future.set_exception(CancelledError())
+            return True
 
     def close(self) -> None:
         """Take no more requests; finish every queued one; stop the workers."""
@@ -236,8 +315,14 @@ class Batcher:
 
     def _infer(self, batch: list[_Piece]) -> np.ndarray:
         nz, latent = self.generator.nz, self.generator.manifest.latent
-        z = np.concatenate([latents(p.request.seed, p.request.start + p.offset, p.count, nz, latent)
-                            for p in batch])
+
+        def piece_latents(p: _Piece) -> np.ndarray:
+            r = p.request
+            if r.z is not None:
+                return r.z[p.offset:p.offset + p.count]
+            return latents(r.seed, r.start + p.offset, p.count, nz, latent)
+
+        z = np.concatenate([piece_latents(p) for p in batch])
         return self.generator.backend.infer(z)
 
     def _deliver(self, piece: _Piece, images: np.ndarray) -> None:
@@ -245,8 +330,7 @@ class Batcher:
         if request.future.done():
             return
         request.out[piece.offset:piece.offset + piece.count] = images
-        with self._cond:  # a request's pieces may finish in different workers
+        with self._cond:  # a request's pieces may finish in different workers, or be cancelled
             request.pieces_left -= 1
-            last = request.pieces_left == 0
-        if last:
-            request.future.set_result(request.out)
+            if request.pieces_left == 0 and not request.future.done():
+                request.future.set_result(request.out)

@@ -26,10 +26,10 @@ def latents(seed: int, start: int, n: int, nz: int, distribution: str = "normal"
         nz: latent size.
         distribution: "normal" (N(0, 1)) or "uniform" (U(-1, 1)).
     """
+    # numpy integers become Python ints: `(start + k) << 128` is 0 for an np.int64
+    seed, start, n = operator.index(seed), operator.index(start), operator.index(n)
     if distribution not in DISTRIBUTIONS:
         raise ValueError(f"latent distribution must be one of {DISTRIBUTIONS}, got {distribution!r}")
-    # plain ints: numpy integers wrap in the counter arithmetic below ((start + k) << 128)
-    seed, start, n = operator.index(seed), operator.index(start), operator.index(n)
     if not 0 <= seed <= MAX_SEED:
         raise ValueError(f"seed must be in [0, 2**128), got {seed}")
     if start < 0 or n < 0:

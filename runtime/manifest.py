@@ -23,6 +23,9 @@ REQUIRED = ("format_version", "model", "inputs", "outputs", "files")
 FILE_KINDS = ("onnx", "trt")
 FILE_PRECISIONS = ("fp32", "fp16", "int8")
 MAX_NZ = 65536  # far above any DCGAN's latent size; bounds what a manifest can make us allocate
+# A manifest is a few KB (tensors, files, verification results). A larger one is not ours: refused
+# before it is read, so nothing downstream (a service's /v1/info) ever holds or serves 100 MB.
+MAX_MANIFEST_BYTES = 1024 * 1024
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -165,8 +168,13 @@ def read_manifest(path: str | Path) -> Manifest:
         raise ArtifactError(f"no {MANIFEST_NAME} in {path} — point at a dcgan-export artifact "
                             "directory (dcgan-export writes artifacts/dcgan/)")
     try:
-        data = json.loads(manifest_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        size = manifest_path.stat().st_size
+        if size > MAX_MANIFEST_BYTES:
+            raise ArtifactError(f"{manifest_path} is {size} bytes, above the {MAX_MANIFEST_BYTES} "
+                                "bytes a manifest may have — re-run dcgan-export")
+        with manifest_path.open("rb") as f:  # read no more than the limit, even if it grew
+            data = json.loads(f.read(MAX_MANIFEST_BYTES + 1).decode())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise ArtifactError(f"{manifest_path} is not valid JSON ({e}) — re-run dcgan-export") from e
     missing = [k for k in REQUIRED if k not in data] if isinstance(data, dict) else list(REQUIRED)
     if missing:

@@ -8,6 +8,12 @@ and production runs the same app under uvicorn (serve/cli.py).
     GET /healthz    alive            GET /readyz   200 once warm, 503 while starting or draining
     GET /v1/info    model, backend, limits          GET /metrics   Prometheus text
     GET /           the browser page, where the artifact has one (serve/web.py)
+    /v2/...         the Open Inference Protocol (serve/oip.py)   GET /openapi.json   this API
+
+Every image request, whatever its route, goes through the one batcher, and is dropped from its
+queue when the client disconnects (serve/checks.py). With `api_keys`, every route but health and
+readiness needs a key; with `cors_origins`, browsers on those origins may call it
+(serve/security.py).
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from prometheus_client import (
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -40,12 +47,25 @@ from starlette.routing import Route
 from runtime.batcher import Batcher, BatcherClosed, BatchStats, DeadlineExceeded, Overloaded
 from runtime.images import encode_image, make_grid
 from runtime.latents import MAX_INDEX, MAX_SEED
+from serve.checks import (
+    BadRequest,
+    ClientGone,
+    ForgetGoneClients,
+    canonical_int,
+    declared_length,
+    error,
+    unless_gone,
+)
+from serve.oip import OipRest
+from serve.oip_model import OipModel
+from serve.openapi import openapi
+from serve.security import OPEN_PATHS, secure
 from serve.web import web_routes
 
 log = logging.getLogger("dcgan-serve")
 IMMUTABLE = "public, max-age=31536000, immutable"
 FORMATS = ("png", "npy", "grid")
-MAX_BODY_BYTES = 1024  # every route is a GET; a body is a client error, not something to read
+MAX_BODY_BYTES = 1024  # on a GET route a body is a client error, not something to read
 MAX_HEADER_BYTES = 16 * 1024
 
 
@@ -53,12 +73,6 @@ MAX_HEADER_BYTES = 16 * 1024
 class Limits:
     max_images_per_request: int = 256
     retry_after_s: int = 1
-
-
-class BadRequest(Exception):
-    def __init__(self, message: str, status: int = 400):
-        super().__init__(message)
-        self.status = status
 
 
 class Metrics:
@@ -92,17 +106,19 @@ def _int(value: str | None, name: str, lo: int, hi: int, default: int | None = N
         if default is None:
             raise BadRequest(f"missing {name}")
         return default
-    try:
-        number = int(value, 10)
-    except ValueError:
-        raise BadRequest(f"{name} must be a whole number, got {value!r}") from None
-    if not lo <= number <= hi:
-        raise BadRequest(f"{name} must be in [{lo}, {hi}], got {number}")
-    return number
+    return canonical_int(value, name, lo, hi)
 
 
-def create_app(batcher: Batcher, limits: Limits = Limits()) -> Starlette:
-    """The service around `batcher` (which owns an open Generator)."""
+def create_app(batcher: Batcher, limits: Limits = Limits(), cors_origins: tuple[str, ...] = (),
+               api_keys: tuple[str, ...] = ()) -> Starlette:
+    """The service around `batcher` (which owns an open Generator).
+
+    Args:
+        batcher: the one Batcher every image request goes through.
+        limits: per-request limits.
+        cors_origins: origins whose browsers may call the API (preflight answered); none: no CORS.
+        api_keys: keys accepted as `Authorization: Bearer K` or `X-API-Key: K`; none: open.
+    """
     gen = batcher.generator
     entry = gen.model_file
     model = {"model_sha256": entry.sha256, "backend": gen.backend_name, "precision": entry.precision}
@@ -114,10 +130,10 @@ def create_app(batcher: Batcher, limits: Limits = Limits()) -> Starlette:
         key = f"{entry.sha256}:{gen.backend_name}:{entry.precision}:{seed}:{index}"
         return '"' + hashlib.sha256(key.encode()).hexdigest()[:32] + '"'
 
-    async def images(seed: int, start: int, n: int) -> np.ndarray:
+    async def images(request: Request, seed: int, start: int, n: int) -> np.ndarray:
         metrics.queue_depth.set(batcher.queued_images + n)
         try:
-            return await batcher.agenerate(seed, start, n)
+            return await unless_gone(request, batcher.submit(seed, start, n))
         finally:
             metrics.queue_depth.set(batcher.queued_images)
 
@@ -130,7 +146,7 @@ def create_app(batcher: Batcher, limits: Limits = Limits()) -> Starlette:
             return Response(status_code=304, headers=headers)
         # one 64x64 PNG encodes in a fraction of a millisecond: on the event loop it costs less
         # than the hop to a worker thread and back (p50 at one client 4.1 -> 2.6 ms, serve.md)
-        png = encode_image((await images(seed, index, 1))[0], "png")
+        png = encode_image((await images(request, seed, index, 1))[0], "png")
         return Response(png, media_type="image/png", headers=headers)
 
     async def many_images(request: Request) -> Response:
@@ -147,7 +163,7 @@ def create_app(batcher: Batcher, limits: Limits = Limits()) -> Starlette:
         seed = secrets.randbits(63) if fresh else _int(q.get("seed"), "seed", 0, MAX_SEED)
         if fmt == "png" and n != 1:
             raise BadRequest("format=png holds one image — use format=grid or format=npy for n > 1")
-        batch = await images(seed, start, n)
+        batch = await images(request, seed, start, n)
         if fmt == "npy":
             buf = io.BytesIO()
             np.save(buf, batch)
@@ -167,39 +183,53 @@ def create_app(batcher: Batcher, limits: Limits = Limits()) -> Starlette:
         return JSONResponse({"ready": ready, "draining": state["draining"]},
                             status_code=200 if ready else 503)
 
+    # encoded once: the manifest is bounded (runtime/manifest.py) and never changes while served
+    info_body = json.dumps({"manifest": gen.info, "backend": gen.backend_name,
+                            "precision": entry.precision, "model_file": entry.name,
+                            "limits": {**asdict(limits), "max_batch": batcher.max_batch,
+                                       "max_delay_ms": batcher.max_delay * 1000,
+                                       "max_queue_images": batcher.max_queue,
+                                       "timeout_s": batcher.timeout_s,
+                                       "concurrency": batcher.concurrency}}).encode()
+
     async def info(request: Request) -> Response:
-        return JSONResponse({"manifest": gen.info, "backend": gen.backend_name,
-                             "precision": entry.precision, "model_file": entry.name,
-                             "limits": {**asdict(limits), "max_batch": batcher.max_batch,
-                                        "max_delay_ms": batcher.max_delay * 1000,
-                                        "max_queue_images": batcher.max_queue,
-                                        "timeout_s": batcher.timeout_s,
-                                        "concurrency": batcher.concurrency}})
+        return Response(info_body, media_type="application/json")
+
+    async def openapi_json(request: Request) -> Response:
+        return Response(openapi_body, media_type="application/json")
 
     async def prometheus(request: Request) -> Response:
         metrics.queue_depth.set(batcher.queued_images)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    def measured(route: str, endpoint):
+    def measured(route: str, endpoint, max_body: int = 0):
+        """`endpoint` with its errors answered in one shape and counted; `max_body` 0: a GET,
+        whose body (beyond a few stray bytes) is refused unread."""
         async def handler(request: Request) -> Response:
             t0 = time.perf_counter()
             try:
-                if int(request.headers.get("content-length") or 0) > MAX_BODY_BYTES:
-                    raise BadRequest("request bodies are not accepted (every route is a GET)", 413)
+                if max_body == 0 and int(declared_length(request, 2**63) or 0) > MAX_BODY_BYTES:
+                    raise BadRequest("request bodies are not accepted on this route (a GET)", 413)
                 if sum(len(k) + len(v) for k, v in request.headers.raw) > MAX_HEADER_BYTES:
                     raise BadRequest(f"request headers above {MAX_HEADER_BYTES} bytes", 431)
                 response = await endpoint(request)
             except BadRequest as e:
-                response = _error(e.status, str(e))
+                # a body refused unread: close the connection, or uvicorn would read (and discard)
+                # the rest of it to find the next request on the connection
+                response = error(e.status, str(e), {"Connection": "close"} if e.status == 413 else None)
+            except ValueError as e:  # the batcher's checks (NaN in z, more than the queue holds)
+                response = error(400, str(e))
             except Overloaded as e:
-                response = _error(503, str(e), {"Retry-After": str(limits.retry_after_s)})
+                response = error(503, str(e), {"Retry-After": str(limits.retry_after_s)})
             except BatcherClosed as e:
-                response = _error(503, str(e), {"Retry-After": str(limits.retry_after_s)})
+                response = error(503, str(e), {"Retry-After": str(limits.retry_after_s)})
             except DeadlineExceeded as e:
-                response = _error(504, str(e))
+                response = error(504, str(e))
+            except ClientGone:  # nobody to answer; the status is for the metrics only
+                response = Response(status_code=499)
             except Exception as e:  # noqa: BLE001 - one line in the log, a 500, the server lives on
                 log.error("error on %s: %s: %s", request.url.path, type(e).__name__, e)
-                response = _error(500, f"internal error ({type(e).__name__})")
+                response = error(500, f"internal error ({type(e).__name__})")
             metrics.requests.labels(route, str(response.status_code)).inc()
             metrics.request_seconds.labels(route).observe(time.perf_counter() - t0)
             return response
@@ -212,12 +242,18 @@ def create_app(batcher: Batcher, limits: Limits = Limits()) -> Starlette:
         Route("/readyz", measured("/readyz", readyz)),
         Route("/v1/info", measured("/v1/info", info)),
         Route("/metrics", prometheus),
+        Route("/openapi.json", measured("/openapi.json", openapi_json)),
         *web_routes(gen.manifest),  # the browser page at / (serve/web.py)
     ]
+    oip = OipRest(OipModel(batcher, limits.max_images_per_request),
+                  lambda: state["ready"] and not state["draining"])
+    routes += oip.routes(measured)
+    openapi_body = json.dumps(openapi(batcher.generator.nz, limits.max_images_per_request,
+                                      bool(api_keys))).encode()
 
     async def http_error(request: Request, exc: HTTPException) -> Response:
         metrics.requests.labels("other", str(exc.status_code)).inc()
-        return _error(exc.status_code, exc.detail if isinstance(exc.detail, str) else "error")
+        return error(exc.status_code, exc.detail if isinstance(exc.detail, str) else "error")
 
     @asynccontextmanager
     async def lifespan(app):
@@ -230,11 +266,9 @@ def create_app(batcher: Batcher, limits: Limits = Limits()) -> Starlette:
         state["draining"] = True
 
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error},
-                    lifespan=lifespan)
+                    lifespan=lifespan,
+                    middleware=[Middleware(ForgetGoneClients),
+                                *secure(cors_origins, api_keys, OPEN_PATHS)])
     app.state.service = state
+    app.state.oip = oip.model
     return app
-
-
-def _error(status: int, message: str, headers: dict | None = None) -> Response:
-    return Response(json.dumps({"error": message}) + "\n", status_code=status,
-                    media_type="application/json", headers=headers)

@@ -116,7 +116,7 @@ def test_health_readiness_info_and_metrics(service):
     assert 'code="200",route="/v1/images/{seed}/{index}.png"' in text
 
 
-def test_overload_is_503_with_retry_after(tiny_artifact):
+def test_overload_is_503_with_retry_after_and_a_request_that_can_never_fit_is_400(tiny_artifact):
     from starlette.testclient import TestClient
 
     from runtime import Generator
@@ -126,7 +126,13 @@ def test_overload_is_503_with_retry_after(tiny_artifact):
     with Generator.load(tiny_artifact, backend="ort-cpu") as gen, \
             Batcher(gen, max_batch=4, max_queue=4) as b:
         with TestClient(create_app(b)) as client:
-            r = client.get("/v1/images?n=5&format=npy")
+            never = client.get("/v1/images?n=5&format=npy")  # 5 images, a queue of 4: never fits
+            b._queued_images += 4  # the queue is full (as if 4 images were waiting)
+            try:
+                r = client.get("/v1/images?n=2&format=npy")
+            finally:
+                b._queued_images -= 4
+    assert never.status_code == 400 and "can never fit the queue of 4" in never.json()["error"]
     assert r.status_code == 503 and r.headers["retry-after"] == "1"
     assert "retry" in r.json()["error"]
 
@@ -182,8 +188,9 @@ def test_real_server_serves_and_drains_on_sigterm(tiny_artifact):
 def test_load_benchmark_drives_a_real_server_with_keep_alive_clients(tiny_artifact):
     from benchmarks.serve_load import _run_loop, _serve_runs
 
-    rows = _run_loop(_serve_runs(tiny_artifact, 8, 2, [1, 4], 1.0))
-    assert [r["clients"] for r in rows] == [1, 4]
+    rows = _run_loop(_serve_runs(tiny_artifact, 8, 2, [1, 4], 1.0, oip_clients=[2]))
+    assert [(r["protocol"], r["clients"]) for r in rows] == [("v1", 1), ("v1", 4), ("oip-binary", 2),
+                                                             ("oip-json", 2)]
     for row in rows:
         assert row["requests"] > 0 and row["errors"] == 0 and row["mean_batch"] >= 1.0
         assert row["p50_ms"] <= row["p99_ms"]
