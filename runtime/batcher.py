@@ -26,7 +26,6 @@ Example:
 from __future__ import annotations
 
 import asyncio
-import operator
 import threading
 import time
 from collections import deque
