@@ -93,8 +93,10 @@ def test_refuses_non_empty_output_without_overwrite(tiny_artifact, tmp_path, cap
     code, _, err = _run([tiny_artifact, "-n", 2, "--out", out], capsys)
     assert code == 1 and err.startswith("error: ") and "--overwrite" in err
     assert sorted(p.name for p in out.iterdir()) == ["mine.txt"]
-    assert _run([tiny_artifact, "-n", 2, "--out", out, "--overwrite"], capsys)[0] == 0
-    assert (out / "mine.txt").read_text() == "keep" and (out / "000001.png").exists()
+    # --overwrite replaces an earlier run only: a folder of someone else's files is refused
+    code, _, err = _run([tiny_artifact, "-n", 2, "--out", out, "--overwrite"], capsys)
+    assert code == 1 and "no dcgan-generate run wrote (mine.txt)" in err
+    assert sorted(p.name for p in out.iterdir()) == ["mine.txt"]
 
 
 def test_failure_mid_run_leaves_no_partial_image(tiny_artifact, tmp_path, capsys, monkeypatch):

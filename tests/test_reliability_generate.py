@@ -143,7 +143,7 @@ def test_generate_overwrite_refuses_the_artifact_and_foreign_directories(tiny_ar
     shutil.copytree(tiny_artifact, other)
     assert run_app(app, [str(art), "-n", "2", "--out", str(other), "--overwrite"],
                    prog="dcgan-generate") == 1
-    assert "something other than dcgan-generate output" in capsys.readouterr().err
+    assert "no dcgan-generate run wrote" in capsys.readouterr().err
     # an earlier generate run may be replaced
     run = tmp_path / "run"
     assert run_app(app, [str(art), "-n", "2", "--out", str(run)], prog="dcgan-generate") == 0
