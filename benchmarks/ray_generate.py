@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import os
 import re
 import subprocess
 import sys
@@ -108,7 +109,9 @@ def markdown(result: dict) -> str:
     versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
     lines = [f"Machine: {m['cpu']}, {m['cores']} cores; local Ray cluster of the machine's CPUs. "
              f"Versions: {versions}. Date: {result['date']}.", "",
-             f"Command: `{result['command']}`", "",
+             f"Command: `{result['command']}`. Load average (1 min) before and after: "
+             f"{result['load_average_1min'][0]} and {result['load_average_1min'][1]}: other work shared "
+             "the machine.", "",
              "| command | images | parts | wall s (start-up incl.) | work s (start-up excl.) | "
              "Ray start-up s | images/s (work) | peak PSS MiB |", "|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
@@ -128,9 +131,11 @@ def main_command(
     debug: Debug = False,
 ) -> None:
     """Time and peak memory of dcgan-ray-generate against dcgan-generate at N and 4N images."""
+    load_before = os.getloadavg()[0]
     rows = [run_one(command, artifact.resolve(), count, parts)
             for count in (n, 4 * n) for command in ("dcgan-generate", "dcgan-ray-generate")]
     result = {"date": date.today().isoformat(), "machine": machine.describe(),
+              "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
               "command": f"python -m benchmarks.ray_generate {artifact} -n {n} --parts {parts}",
               "rows": rows}
     result["machine"]["versions"]["ray"] = importlib.metadata.version("ray")
