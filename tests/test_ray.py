@@ -25,9 +25,10 @@ needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="the fixtures export with
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    """One local Ray cluster of 2 CPUs for the module; yields its address."""
+    """A new local Ray cluster of 2 CPUs for the module (never one RAY_ADDRESS or `ray start`
+    names); yields its address."""
     ray = pytest.importorskip("ray", reason="the ray extra is not installed")
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
