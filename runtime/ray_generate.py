@@ -34,7 +34,7 @@ from typing import Annotated
 
 import typer
 
-from runtime.backends import BACKENDS, MODEL_PRECISIONS
+from runtime.backends import BACKENDS
 from runtime.cli_support import Debug, _interrupting_signal, check_choice, new_app, run_app
 from runtime.errors import DcganError
 from runtime.optional import import_ray
@@ -236,9 +236,7 @@ def main_command(
     interrupted run, writing only what is missing.
     """
     check_choice(format, FORMATS, "--format")
-    check_choice(backend, ("auto", *BACKENDS), "--backend")
-    if precision is not None:
-        check_choice(precision, MODEL_PRECISIONS, "--precision")
+    check_choice(backend, ("auto", *BACKENDS), "--backend")  # --precision: checked by each part
     ray = import_ray()
     if not artifact.exists():
         raise DcganError(f"no artifact at {artifact} — pass an artifact directory that every node "
