@@ -48,11 +48,13 @@ def parse_shard(shard: str) -> tuple[int, int]:
     return i, k
 
 
-def shard_range(start: int, n: int, i: int, k: int) -> tuple[int, int]:
-    """Shard i of k of the index range [start, start+n): contiguous, sizes differ by at most 1."""
-    base, extra = divmod(n, k)
-    first = start + i * base + min(i, extra)
-    return first, base + (1 if i < extra else 0)
+def shard_range(start: int, n: int, i: int, k: int, unit: int = 1) -> tuple[int, int]:
+    """Shard i of k of the index range [start, start+n): contiguous, cut only at multiples of
+    `unit` images from start (a tar shard's size: the parts then merge into the very shards one
+    run writes), sizes differing by at most one unit."""
+    base, extra = divmod(-(-n // unit), k)
+    a, b = i * base + min(i, extra), (i + 1) * base + min(i + 1, extra)
+    return start + min(n, a * unit), min(n, b * unit) - min(n, a * unit)
 
 
 @app.command()
@@ -66,7 +68,8 @@ def generate_command(
     seed: Annotated[int, typer.Option(min=0, help="Seed: image i of seed s is always the same.")] = 0,
     start: Annotated[int, typer.Option(min=0, help="Global index of the first image.")] = 0,
     shard: Annotated[str | None, typer.Option(help="i/k: write only part i (0-based) of k of the "
-                                              "index range, for splitting across machines.")] = None,
+                                              "index range, for splitting across machines (tar: "
+                                              "cut at whole tar shards).")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per inference call.")] = 64,
     backend: Annotated[str, typer.Option(help=f"auto, {', '.join(BACKENDS)}.")] = "auto",
     device: Annotated[int, typer.Option(min=0, help="CUDA device for GPU backends.")] = 0,
@@ -107,7 +110,8 @@ def generate_command(
         raise typer.BadParameter(f"--seed must be below 2**128, got {seed}")
     if start + n > MAX_INDEX + 1:
         raise typer.BadParameter(f"--start + -n must stay within 2**128 image indices, got {start + n}")
-    first, count = shard_range(start, n, *parse_shard(shard)) if shard else (start, n)
+    unit = shard_size if format == "tar" else 1
+    first, count = shard_range(start, n, *parse_shard(shard), unit) if shard else (start, n)
     artifact = default_input(artifact, DEFAULT_ARTIFACT, "artifact", "dcgan-export", "artifacts/dcgan/")
     if out.exists() and not out.is_dir():
         raise DcganError(f"--out {out} is a file — give a directory")

@@ -62,6 +62,13 @@ def test_shard_ranges_cover_exactly():
     assert shard_range(0, 2, 3, 4) == (2, 0)
 
 
+def test_tar_shard_ranges_cut_at_whole_tar_shards():
+    """23 images in tar shards of 4 (6 shards, the last of 3) over 4 parts: 2+2+1+1 shards."""
+    ranges = [shard_range(10, 23, i, 4, unit=4) for i in range(4)]
+    assert ranges == [(10, 8), (18, 8), (26, 4), (30, 3)]
+    assert [shard_range(0, 5, i, 3, unit=10) for i in range(3)] == [(0, 5), (5, 0), (5, 0)]
+
+
 def test_start_and_npy_and_jpg(tiny_artifact, tmp_path, capsys):
     assert _run([tiny_artifact, "-n", 3, "--start", 999_998, "--format", "npy", "--out",
                  tmp_path / "n", "--backend", "ort-cpu"], capsys)[0] == 0

@@ -194,3 +194,20 @@ def test_slurm_array_example_makes_one_data_set(tiny_artifact, tmp_path):
         with tarfile.open(tmp_path / "dataset" / s["file"]) as tar:
             names += [m.name for m in tar.getmembers() if m.name.endswith(".png")]
     assert names == [f"{i:06d}.png" for i in range(20)]
+
+
+@pytest.mark.parametrize("extra", [[], ["--format", "tar", "--shard-size", "4"]])
+def test_merged_parts_are_the_bytes_of_one_run(tiny_artifact, tmp_path, extra):
+    """4 parts of 23 images (tar shards of 4 do not divide 23/4): the merge holds the very files
+    one run writes, tar shards included, because tar parts are cut at whole shards."""
+    from runtime.merge import app as merge_app
+
+    common = [tiny_artifact, "-n", 23, "--start", 5, "--seed", 3, "--backend", "ort-cpu", *extra]
+    for i in range(4):
+        assert _run([*common, "--shard", f"{i}/4", "--out", tmp_path / f"part{i}"]) == 0
+    assert run_app(merge_app, [str(tmp_path / f"part{i}") for i in range(4)] +
+                   ["--out", str(tmp_path / "all")], prog="dcgan-merge") == 0
+    assert _run([*common, "--out", tmp_path / "once"]) == 0
+    merged, once = _tree(tmp_path / "all"), _tree(tmp_path / "once")
+    del merged["manifest.json"], once["manifest.json"]
+    assert merged == once and len(once) == (23 if not extra else 6)
