@@ -222,7 +222,7 @@ def test_numpy_integer_start_and_seed(tiny_artifact):
 def _train_cli(*argv, cwd=None):
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     return subprocess.run([sys.executable, "-m", "train.cli", *map(str, argv)], capture_output=True,
-                          text=True, cwd=cwd, env=env, timeout=300)
+                          text=True, cwd=cwd, env=env, timeout=900)
 
 
 def test_train_keeps_an_earlier_runs_checkpoints(tmp_path):

@@ -16,7 +16,7 @@ TINY = ("--data", "shapes:64", "--ngf", "8", "--ndf", "8", "--nz", "16", "--batc
 
 def _train(*argv):
     result = subprocess.run([sys.executable, "-m", "train.cli", *map(str, argv)], capture_output=True,
-                            text=True, env={**os.environ, "PYTHONPATH": os.getcwd()}, timeout=300)
+                            text=True, env={**os.environ, "PYTHONPATH": os.getcwd()}, timeout=900)
     assert result.returncode == 0, result.stderr[-2000:]
 
 
