@@ -167,3 +167,13 @@ def wait_for(predicate, timeout: float = 60.0) -> None:
     while time.time() < deadline and not predicate():
         time.sleep(0.02)
     assert predicate(), "timed out"
+
+
+def run_coroutine(run, coro):
+    """`run(coro)` (asyncio.run or the like) in a thread of its own: the main thread may already
+    run an event loop left by another test's library (a Playwright or gRPC fixture), and
+    asyncio.run refuses to start inside one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(run, coro).result()

@@ -210,4 +210,4 @@ def test_merged_parts_are_the_bytes_of_one_run(tiny_artifact, tmp_path, extra):
     assert _run([*common, "--out", tmp_path / "once"]) == 0
     merged, once = _tree(tmp_path / "all"), _tree(tmp_path / "once")
     del merged["manifest.json"], once["manifest.json"]
-    assert merged == once and len(once) == (23 if not extra else 6)
+    assert merged == once and len(once) == (23 if not extra else 6) + 1  # and SHA256SUMS

@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import HAS_TORCH
+from conftest import HAS_TORCH, run_coroutine
 from serving import gated, get, post, raw_request, running
 
 pytest.importorskip("starlette")
@@ -141,7 +141,7 @@ def test_asyncio_client(served, gen):
         finally:
             await client.close()
 
-    for k, result in enumerate(asyncio.run(main())):
+    for k, result in enumerate(run_coroutine(asyncio.run, main())):
         np.testing.assert_array_equal(result.as_numpy("images"), gen.from_latents(_z(1, 100 + k)))
 
 

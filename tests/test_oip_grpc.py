@@ -6,7 +6,7 @@ import asyncio
 
 import numpy as np
 import pytest
-from conftest import HAS_TORCH
+from conftest import HAS_TORCH, run_coroutine
 
 grpcclient = pytest.importorskip("tritonclient.grpc")
 pytestmark = pytest.mark.skipif(not HAS_TORCH, reason="the fixtures export with torch")
@@ -157,7 +157,7 @@ def test_asyncio_client(address, gen):
             await client.close()
         return results
 
-    for s, result in enumerate(asyncio.run(main())):
+    for s, result in enumerate(run_coroutine(asyncio.run, main())):
         np.testing.assert_array_equal(result.as_numpy("images"), gen.generate(1, seed=s))
 
 

@@ -64,7 +64,7 @@ def test_parts_merge_into_the_bytes_of_one_run(ray_cluster, tiny_artifact, tmp_p
     assert [p.name for p in run.parts] == ["part-0-of-3", "part-1-of-3", "part-2-of-3"]
     assert all(_record(p)["status"] == "complete" for p in run.parts)
     once = _one_run(tiny_artifact, tmp_path / "once", ["-n", 37, "--seed", 3, "--start", 2, *options])
-    assert _files(run.dataset) == once and len(once) == (37 if fmt == "png" else 8)
+    assert _files(run.dataset) == once and len(once) == (37 if fmt == "png" else 8) + 1  # SHA256SUMS
     record = _record(run.dataset)
     assert [record[k] for k in ("status", "first_index", "count", "seed")] == ["complete", 2, 37, 3]
     assert len(record["parts"]) == 3

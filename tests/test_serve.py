@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import HAS_TORCH
+from conftest import HAS_TORCH, run_coroutine
 from PIL import Image
 
 pytest.importorskip("starlette")
@@ -188,7 +188,7 @@ def test_real_server_serves_and_drains_on_sigterm(tiny_artifact):
 def test_load_benchmark_drives_a_real_server_with_keep_alive_clients(tiny_artifact):
     from benchmarks.serve_load import _run_loop, _serve_runs
 
-    rows = _run_loop(_serve_runs(tiny_artifact, 8, 2, [1, 4], 1.0, oip_clients=[2]))
+    rows = run_coroutine(_run_loop, _serve_runs(tiny_artifact, 8, 2, [1, 4], 1.0, oip_clients=[2]))
     assert [(r["protocol"], r["clients"]) for r in rows] == [("v1", 1), ("v1", 4), ("oip-binary", 2),
                                                              ("oip-json", 2)]
     for row in rows:
