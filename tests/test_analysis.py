@@ -28,6 +28,7 @@ def _png_shape(path):
     return np.asarray(Image.open(path)).shape
 
 
+@pytest.mark.slow
 def test_walk_from_artifact_and_from_checkpoint(tiny_artifact, tiny_checkpoint, tmp_path, capsys):
     code, _, err = _analyze(["walk", tiny_artifact, "--rows", 3, "--steps", 5, "--out", tmp_path / "w"],
                             capsys)
@@ -74,6 +75,7 @@ def test_arithmetic_from_generate_run_indices(tiny_artifact, tmp_path, capsys):
     assert code == 1 and "index 99 is not in the run" in err
 
 
+@pytest.mark.slow
 def test_features_accuracies(tiny_checkpoint, tmp_path, capsys):
     code, out, err = _analyze(["features", tiny_checkpoint, "--data", "shapes:300", "--labels-per-class",
                                30, "--test-per-class", 20, "--out", tmp_path / "f"], capsys)
@@ -103,6 +105,7 @@ def test_features_needs_labels_and_a_discriminator(tiny_checkpoint, tiny_artifac
     assert code == 1 and "holds no discriminator" in err
 
 
+@pytest.mark.slow
 def test_neighbors_distances_and_verdict(tiny_checkpoint, tmp_path, capsys):
     code, out, err = _analyze(["neighbors", tiny_checkpoint, "--generated", 12, "--train", 64,
                                "--heldout", 12, "--out", tmp_path / "n"], capsys)
@@ -125,6 +128,7 @@ def test_neighbors_finds_exact_copies():
     assert idx.tolist() == [7, 3] and np.allclose(dist, 0, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_visualize_and_guided_gradients_are_non_negative(tiny_checkpoint, tmp_path, capsys):
     x = torch.randn(1000, requires_grad=True)
     GuidedLeakyReLU.apply(x, 0.2).backward(torch.randn(1000))

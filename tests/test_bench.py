@@ -27,6 +27,7 @@ def _bench(tiny_artifact, tiny_checkpoint, tmp_path, capsys, extra=()):
     return code, capsys.readouterr()
 
 
+@pytest.mark.slow
 def test_every_row_and_output_file(tiny_artifact, tiny_checkpoint, tmp_path, capsys):
     code, captured = _bench(tiny_artifact, tiny_checkpoint, tmp_path, capsys)
     assert code == 0, captured.err
@@ -59,6 +60,7 @@ def test_every_row_and_output_file(tiny_artifact, tiny_checkpoint, tmp_path, cap
     assert "ort-cpu" in captured.out
 
 
+@pytest.mark.slow
 def test_a_backend_beyond_tolerance_fails_the_run(tiny_artifact, tiny_checkpoint, tmp_path, capsys,
                                                   monkeypatch):
     from runtime import Generator
@@ -78,6 +80,7 @@ def test_a_backend_beyond_tolerance_fails_the_run(tiny_artifact, tiny_checkpoint
     assert [r["passed"] for r in rows if r["backend"] == "ort-cpu"] == [False, False]
 
 
+@pytest.mark.slow
 def test_wrong_checkpoint_is_refused(tiny_artifact, tmp_path, capsys):
     from conftest import tiny_train
 
@@ -88,6 +91,7 @@ def test_wrong_checkpoint_is_refused(tiny_artifact, tmp_path, capsys):
     assert "is not the checkpoint this artifact was exported from" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_generate_speed_measures_every_format_against_inference(tiny_artifact, tmp_path):
     from benchmarks.generate_speed import app as speed_app
     from runtime.cli_support import run_app
@@ -100,6 +104,7 @@ def test_generate_speed_measures_every_format_against_inference(tiny_artifact, t
     assert "`dcgan-generate --format tar`" in (tmp_path / "generate.md").read_text()
 
 
+@pytest.mark.slow
 def test_train_speed_compares_two_trees(tmp_path):
     from benchmarks.train_speed import app as speed_app
     from runtime.cli_support import run_app
@@ -137,6 +142,7 @@ def test_parameter_code_carries_the_render_parameters():
     assert not code[14:].any() and np.abs(code).max() <= 1.0
 
 
+@pytest.mark.slow
 def test_supervised_bound_writes_its_curve(tmp_path):
     from benchmarks.supervised_bound import app as bound_app
     from runtime.cli_support import run_app

@@ -60,6 +60,7 @@ def test_fold_scales_the_output_channel_axis():
     assert layers[-1].activation == "tanh" and not layers[-1].bias.any()
 
 
+@pytest.mark.slow
 def test_recalibration_moves_eval_toward_train_mode():
     torch.manual_seed(0)
     g = _randomise_bn(build_models(ModelConfig(nz=16, ngf=8))[0])  # stale, wrong stats
@@ -74,6 +75,7 @@ def test_recalibration_moves_eval_toward_train_mode():
             assert torch.equal(v, weights[k]), k
 
 
+@pytest.mark.slow
 def test_artifact_contents_and_numerics(tiny_checkpoint, tmp_path):
     out = tmp_path / "art"
     manifest = export_artifact(tiny_checkpoint, out, ExportOptions(format="onnx", recalibrate_batches=0))
@@ -109,6 +111,7 @@ def test_artifact_contents_and_numerics(tiny_checkpoint, tmp_path):
     assert not list(tmp_path.glob(".art.*"))  # no staging left
 
 
+@pytest.mark.slow
 def test_int8_model_is_quantized_and_within_its_tolerance(tiny_checkpoint, tmp_path):
     from onnx import numpy_helper
 
@@ -148,6 +151,7 @@ def test_int8_tolerance_bounds_the_mean_error_too():
     assert not compare(ref, None, two_off, "fp32")["passed"]  # fp32 allows 1 level
 
 
+@pytest.mark.slow
 def test_recalibrated_export_matches_recalibrated_reference(tiny_checkpoint, tmp_path):
     from export.load import load_for_export
 
@@ -165,6 +169,7 @@ def test_recalibrated_export_matches_recalibrated_reference(tiny_checkpoint, tmp
     assert np.abs(got - to_uint8(ref).transpose(0, 2, 3, 1)).max() <= 1
 
 
+@pytest.mark.slow
 def test_pytorch_examples_state_dict(tmp_path):
     torch.manual_seed(0)
     cfg = ModelConfig(nz=20, ngf=8, nc=1)
@@ -178,6 +183,7 @@ def test_pytorch_examples_state_dict(tmp_path):
     assert manifest["verification"]["model.onnx"]["passed"]
 
 
+@pytest.mark.slow
 def test_triton_config_parses_against_schema(tiny_checkpoint, tmp_path):
     text_format = pytest.importorskip("google.protobuf.text_format")
     model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2")
@@ -202,6 +208,7 @@ def test_triton_config_parses_against_schema(tiny_checkpoint, tmp_path):
     assert sha256_file(copied) == manifest["files"]["model.onnx"]["sha256"]
 
 
+@pytest.mark.slow
 def test_format_all_skips_tensorrt_with_reason(tiny_checkpoint, tmp_path):
     try:
         import tensorrt  # noqa: F401
@@ -242,6 +249,7 @@ def test_tampered_weight_fails_verification_and_leaves_nothing(tiny_checkpoint, 
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_existing_output_needs_overwrite(tiny_checkpoint, tmp_path):
     out = tmp_path / "a"
     out.mkdir()

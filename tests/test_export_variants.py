@@ -17,6 +17,7 @@ def int8_beyond_tolerance(monkeypatch):
     monkeypatch.setitem(TOLERANCES, "int8", Tolerance(0.0, 0, 0.0))
 
 
+@pytest.mark.slow
 def test_failed_optional_variant_is_left_out_and_the_rest_ships(
         tiny_checkpoint, tmp_path, int8_beyond_tolerance, caplog):
     from export.cli import app
@@ -43,6 +44,7 @@ def test_failed_optional_variant_is_left_out_and_the_rest_ships(
         Generator.load(out, backend="ort-cpu", precision="int8")
 
 
+@pytest.mark.slow
 def test_failed_variant_asked_for_explicitly_fails_and_writes_nothing(
         tiny_checkpoint, tmp_path, int8_beyond_tolerance, capsys):
     from export.cli import app

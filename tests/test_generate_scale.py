@@ -112,6 +112,7 @@ def _interrupt_then_resume(tiny_artifact, out: Path, extra: list[str]):
 
 
 @pytest.mark.parametrize("extra", [[], ["--format", "tar", "--shard-size", "500"]])
+@pytest.mark.slow
 def test_resume_after_sigint_is_byte_identical_to_one_run(tiny_artifact, tmp_path, extra):
     _interrupt_then_resume(tiny_artifact, tmp_path / "resumed", extra)
     assert _run([tiny_artifact, "-n", 3000, "--seed", 9, "--batch-size", 16, "--out",

@@ -124,6 +124,7 @@ def test_perturbations_reach_the_checker_edge_they_claim():
         assert edge == strengths[1] and tried[strengths[0]] > 0.5 >= tried[strengths[1]], perturb
 
 
+@pytest.mark.slow
 def test_quality_record_has_the_continuous_metrics_and_best_is_the_lowest_kid(tmp_path):
     from conftest import tiny_train
 
@@ -144,6 +145,7 @@ def test_quality_record_has_the_continuous_metrics_and_best_is_the_lowest_kid(tm
     assert (run / "quality.png").exists() and (run / "loss.png").exists()
 
 
+@pytest.mark.slow
 def test_analyze_quality_and_quality_curve_on_a_tiny_run(tmp_path):
     from conftest import tiny_train
 

@@ -14,6 +14,7 @@ def renders():
     return np.stack([shapes.render(11, i)[0] for i in range(600)])
 
 
+@pytest.mark.slow
 def test_real_renders_pass_with_their_class_and_size(renders):
     score = score_images(renders)
     assert score.valid >= 0.99 and score.distinct == 1.0 and score.balance > 0.97
@@ -106,6 +107,7 @@ def test_recipe_paper_is_the_paper_exactly():
     assert set(RECIPES["paper"]) == set(RECIPES["shapes"])
 
 
+@pytest.mark.slow
 def test_cli_recipe_paper_is_recorded(tmp_path, capsys, caplog):
     import logging
 
@@ -122,6 +124,7 @@ def test_cli_recipe_paper_is_recorded(tmp_path, capsys, caplog):
     assert "recipe paper" in caplog.text
 
 
+@pytest.mark.slow
 def test_resume_is_bit_exact_with_ema_r1_and_decaying_noise(tmp_path):
     from conftest import tiny_train
 
@@ -136,6 +139,7 @@ def test_resume_is_bit_exact_with_ema_r1_and_decaying_noise(tmp_path):
             assert torch.equal(x, y), k
 
 
+@pytest.mark.slow
 def test_quality_is_logged_and_best_checkpoint_kept(tmp_path):
     from conftest import tiny_train
 
@@ -159,6 +163,7 @@ def test_anneal_scale_falls_linearly_to_zero_from_its_share_of_the_run():
     assert RECIPES["paper"]["anneal_from"] == 1.0
 
 
+@pytest.mark.slow
 def test_resume_after_an_interrupt_is_bit_exact_while_annealing(tmp_path, monkeypatch):
     """Learning rates and noise follow the run's step, so a run stopped mid-anneal by SIGINT and
     resumed ends with the weights, optimizer state and learning rates of one uninterrupted run."""

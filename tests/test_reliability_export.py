@@ -12,6 +12,7 @@ from runtime.cli_support import run_app
 pytestmark = pytest.mark.skipif(not HAS_TORCH, reason="the fixtures train and export with torch")
 
 
+@pytest.mark.slow
 def test_export_interrupted_exits_130_and_writes_nothing(tiny_checkpoint, tmp_path):
     out = tmp_path / "art"
     proc = start_process(["-m", "export.cli", str(tiny_checkpoint), "--out", str(out)])

@@ -24,6 +24,7 @@ pytestmark = pytest.mark.skipif(not HAS_TORCH, reason="the fixtures train and ex
 @pytest.mark.parametrize("signum, code, again_after", [
     (signal.SIGINT, 130, None), (signal.SIGTERM, 143, None), (signal.SIGINT, 130, 0.01),
     (signal.SIGINT, 130, 0.1)])  # a second Ctrl-C during the cleanup, or while the error prints
+@pytest.mark.slow
 def test_generate_interrupted_exits_non_zero_and_leaves_no_temporary_file(
         tiny_artifact, tmp_path, signum, code, again_after):
     out = tmp_path / "out"

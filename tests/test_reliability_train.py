@@ -85,6 +85,7 @@ def test_nan_loss_without_any_checkpoint_says_so(tmp_path, monkeypatch):
         tiny_train(tmp_path / "r", steps=5)
 
 
+@pytest.mark.slow
 def test_train_interrupted_during_start_up_exits_130_and_leaves_nothing(tmp_path):
     from PIL import Image
 

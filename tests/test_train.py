@@ -58,6 +58,7 @@ def test_tiny_data_writes_epoch_ends_at_most_once_per_save_every(tmp_path):
     assert grids == ["epoch_003.png", "epoch_005.png"]
 
 
+@pytest.mark.slow
 def test_resume_is_bit_exact(tmp_path):
     # 4 steps per epoch: stop mid-epoch at 3, resume across the epoch boundary to 7
     full = tiny_train(tmp_path / "full", steps=7, data="shapes:64")
@@ -72,6 +73,7 @@ def test_resume_is_bit_exact(tmp_path):
     assert torch.equal(a["opt_g"]["state"][0]["exp_avg"], b["opt_g"]["state"][0]["exp_avg"])
 
 
+@pytest.mark.slow
 def test_bf16_on_cpu_trains_in_bf16_and_resumes_bit_exact(tmp_path, monkeypatch):
     # the capability check patched on: autocast itself runs on any CPU, natively or emulated
     monkeypatch.setattr("train.device.native_bf16", lambda device: True)
@@ -133,6 +135,7 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
     (signal.SIGINT, 130, 0), (signal.SIGTERM, 143, 0),
     (signal.SIGINT, 130, 1),  # Ctrl-C reaches the data-loader worker too
 ])
+@pytest.mark.slow
 def test_signal_saves_checkpoint_and_exits(tmp_path, signum, code, workers):
     out = tmp_path / "r"
     proc = subprocess.Popen(

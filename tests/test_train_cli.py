@@ -22,6 +22,7 @@ def _one_error_line(err: str) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 def test_trains_then_refuses_to_clobber(tmp_path, capsys):
     out = str(tmp_path / "r")
     code, _ = _run([*TINY, "--steps", "2", "--out", out], capsys)
