@@ -98,6 +98,15 @@ def tiny_checkpoint(tiny_run) -> Path:
     return tiny_run / "checkpoints" / "last.pt"
 
 
+@pytest.fixture(scope="module")
+def gen(tiny_artifact):
+    """The tiny artifact loaded on ort-cpu, one per test module."""
+    from runtime import Generator
+
+    with Generator.load(tiny_artifact, backend="ort-cpu") as g:
+        yield g
+
+
 RECALIBRATION_BATCHES = 5  # the tiny artifact's BN recalibration (6 steps leave stale stats)
 
 

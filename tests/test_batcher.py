@@ -15,12 +15,6 @@ from runtime.batcher import Batcher, BatcherClosed, DeadlineExceeded, Overloaded
 pytestmark = pytest.mark.skipif(not HAS_TORCH, reason="the fixtures export with torch")
 
 
-@pytest.fixture(scope="module")
-def gen(tiny_artifact):
-    with Generator.load(tiny_artifact, backend="ort-cpu") as g:
-        yield g
-
-
 class SlowBackend:
     """Wraps the real backend: every call waits on a gate first, and records its batch size."""
 

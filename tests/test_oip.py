@@ -22,14 +22,6 @@ NZ = 16  # the tiny artifact's
 
 
 @pytest.fixture(scope="module")
-def gen(tiny_artifact):
-    from runtime import Generator
-
-    with Generator.load(tiny_artifact, backend="ort-cpu") as g:
-        yield g
-
-
-@pytest.fixture(scope="module")
 def served(gen):
     """(address, gated backend, batcher) of a real server over a gated copy of `gen`."""
     from runtime.batcher import Batcher

@@ -14,14 +14,6 @@ NZ, KEY = 16, "grpc-key"
 
 
 @pytest.fixture(scope="module")
-def gen(tiny_artifact):
-    from runtime import Generator
-
-    with Generator.load(tiny_artifact, backend="ort-cpu") as g:
-        yield g
-
-
-@pytest.fixture(scope="module")
 def batcher(gen):
     from runtime.batcher import Batcher
 

@@ -51,12 +51,6 @@ def test_generate_help_without_torch():
     assert "Usage: dcgan-generate" in result.stdout and "--shard" in result.stdout
 
 
-@pytest.fixture(scope="module")
-def gen(tiny_artifact):
-    with Generator.load(tiny_artifact, backend="ort-cpu") as g:
-        yield g
-
-
 def test_outputs_match_the_pytorch_reference(gen, tiny_checkpoint):
     z = gen.latents(65, seed=3)
     ref_u8, _ = reference_images(tiny_checkpoint, z)

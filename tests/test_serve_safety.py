@@ -20,14 +20,6 @@ pytestmark = pytest.mark.skipif(not HAS_TORCH, reason="the fixtures export with 
 ROOT = Path(__file__).parents[1]
 
 
-@pytest.fixture(scope="module")
-def gen(tiny_artifact):
-    from runtime import Generator
-
-    with Generator.load(tiny_artifact, backend="ort-cpu") as g:
-        yield g
-
-
 def test_numpy_integer_start_and_seed_are_not_image_zero(gen):
     from runtime.batcher import Batcher
     from runtime.latents import latents
