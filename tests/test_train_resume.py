@@ -42,3 +42,28 @@ def test_bare_resume_continues_the_run_bit_for_bit(tmp_path, options, stop_at, t
     assert a.keys() == b.keys()
     different = [k for k in a if not bool((a[k] == b[k]).all())]
     assert different == []
+
+
+def test_bare_resume_of_an_interrupted_run_finishes_its_own_length(tmp_path):
+    """No --steps on the resume: the run goes on to the length it was started with, on the same
+    anneal schedule, and ends bit-equal to the uninterrupted run."""
+    import signal
+
+    from conftest import start_process, wait_for
+
+    total = 300
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    _train(*TINY, "--steps", total, "--out", whole)
+    proc = start_process(["-m", "train.cli", *TINY, "--steps", str(total), "--out", str(parts)])
+    metrics = parts / "metrics.jsonl"
+    wait_for(lambda: metrics.exists() and metrics.read_text().count("\n") >= 20, timeout=300)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=120) == 130, proc.stderr.read()[-2000:]
+    import torch
+
+    stopped_at = torch.load(parts / "checkpoints" / "last.pt", weights_only=True)["step"]
+    assert 0 < stopped_at < total
+    _train("--resume", "--out", parts, "--workers", "0")
+    (a, cfg_a), (b, cfg_b) = _weights(whole), _weights(parts)
+    assert {**cfg_a, "out": None} == {**cfg_b, "out": None}
+    assert [k for k in a if not bool((a[k] == b[k]).all())] == []

@@ -28,7 +28,9 @@ def train_command(
                     ] = DEFAULTS.data,
     out: Annotated[str, typer.Option(help="Run directory for config, checkpoints, samples, "
                                           "metrics.")] = DEFAULTS.out,
-    epochs: Annotated[int, typer.Option(min=1, help="Passes over the data.")] = DEFAULTS.epochs,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Passes over the data [default: 1; "
+                                                           "--resume: the run's own length].",
+                                               show_default=False)] = None,
     steps: Annotated[int | None, typer.Option(min=1, help="Total optimizer steps; overrides "
                                                           "--epochs.")] = None,
     recipe: Annotated[str, typer.Option(help="Training recipe: auto (shapes on shapes data, "

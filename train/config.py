@@ -41,7 +41,9 @@ class ModelConfig:
 class TrainConfig:
     data: str = "shapes"  # shapes, shapes:N, an image folder or an lmdb directory
     out: str = "runs/dcgan"  # the run directory
-    epochs: int = 1  # passes over the data (ignored when steps is set)
+    # passes over the data (ignored when steps is set). None: 1 for a new run; a resume with
+    # neither this nor steps keeps the length the run was started with.
+    epochs: int | None = None
     steps: int | None = None  # total optimizer steps, overriding epochs
     batch_size: int = 128  # per process
     lr: float = 2e-4

@@ -82,7 +82,7 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool, overwrite: bo
            dist: Distributed) -> TrainResult:
     run_dir = Path(cfg.out)
     state = None
-    if resume:  # the stored run defines the model and the recipe; only its length may change
+    if resume:  # the stored run defines the model, the recipe and, unless given, the length
         state, model_cfg = stored_run(run_dir, cfg, model_cfg)
 
     # Everything that can fail is checked before the run directory is touched.
@@ -104,7 +104,7 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool, overwrite: bo
     if steps_per_epoch == 0:
         raise TrainingError(f"the dataset has {len(dataset)} images, fewer than one batch of "
                             f"{cfg.batch_size} per process — lower --batch-size or add data")
-    total_steps = cfg.steps if cfg.steps is not None else cfg.epochs * steps_per_epoch
+    total_steps = cfg.steps if cfg.steps is not None else (cfg.epochs or 1) * steps_per_epoch
     config = {"model": model_cfg.to_dict(), "train": {k: v for k, v in asdict(cfg).items()
                                                       if k not in ("epochs", "steps", "out")}}
     # One process at a time in a run directory: a second dcgan-train aimed at it is refused

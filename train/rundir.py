@@ -3,7 +3,8 @@
 A run directory holds config.json, checkpoints/, samples/, metrics.jsonl, loss.png and
 quality.png, and nothing else. A resumed run takes every setting that shapes its training from
 the checkpoint (so a bare `--resume` continues exactly the run that was started); only the
-settings of one invocation (its length, device, workers, ...) come from the command line.
+settings of one invocation (device, workers, ...) come from the command line, and its length
+when given (a bare `--resume` finishes the length the run was started with).
 """
 
 from __future__ import annotations
@@ -57,6 +58,10 @@ def stored_run(run_dir: Path, cfg: TrainConfig, model_cfg: ModelConfig
     stored = state["train_config"]
     for key in RESUMED_KEYS:
         setattr(cfg, key, stored.get(key, getattr(cfg, key)))
+    if cfg.steps is None and cfg.epochs is None:
+        # No new length given: finish the run that was started (its learning-rate and noise
+        # anneal is a share of that length, so another length is another schedule).
+        cfg.steps, cfg.epochs = stored.get("steps"), stored.get("epochs")
     return state, model_cfg
 
 
