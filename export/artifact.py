@@ -42,10 +42,7 @@ from runtime.files import atomic_write_bytes, sha256_file
 from runtime.generator import Generator
 from runtime.images import images_from_float
 from runtime.manifest import (
-    INPUT_NAME,
     MANIFEST_NAME,
-    OUTPUT_NAME,
-    FileEntry,
     Manifest,
     build_manifest,
     read_manifest,
@@ -175,11 +172,26 @@ def export_artifact(checkpoint: Path, out: Path, opts: ExportOptions) -> dict:
     staging = out.parent / f".{out.name}.staging-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
     try:
-        manifest = _build(staging, loaded, layers, opts, want_trt, out, skipped)
-        if want_web:
-            manifest["web"] = write_web_bundle(staging, manifest)
-        manifest["bn_recalibration"] = bn
-        manifest["verification"]["fold"] = {"backend": "torch", **fold_check}
+        cfg = loaded.config
+        files, verification = _write_models(staging, loaded, layers, opts, want_trt, out, skipped)
+        verification["fold"] = {"backend": "torch", **fold_check}
+        triton = None
+        if opts.format in ("triton", "all"):
+            engine = next((name for name, e in files.items() if e["kind"] == "trt"), None)
+            models = write_repository(staging / "triton", opts.name, staging / "model.onnx",
+                                      staging / engine if engine else None, cfg.nz,
+                                      cfg.image_size, cfg.nc, opts.profile.max_batch)
+            triton = {"repository": "triton", "models": models, "max_batch_size": opts.profile.max_batch}
+        web = (write_web_bundle(staging, _runtime_view(staging, cfg, files), opts.name, loaded.sha256)
+               if want_web else None)
+        manifest = build_manifest(
+            cfg.nz, cfg.latent, cfg.image_size, cfg.nc, files, name=opts.name,
+            created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            model_extra={"ngf": cfg.ngf}, verification=verification, skipped=skipped,
+            source={"checkpoint": str(loaded.path), "sha256": loaded.sha256, "kind": loaded.kind,
+                    "step": loaded.step, "weights": loaded.weights},
+            reference="PyTorch generator, eval mode, fp32, BN unfolded", bn_recalibration=bn,
+            **({"web": web} if web else {}), **({"triton": triton} if triton else {}))
         write_manifest(staging, manifest)
         _replace_dir(staging, out)
     except BaseException:
@@ -218,8 +230,16 @@ def _int8_model(layers, g, metadata: dict) -> tuple[onnx.ModelProto, dict]:
                             f"{TOLERANCES['int8'].uint8_mean}) — nothing was written")
 
 
-def _build(staging: Path, loaded, layers, opts: ExportOptions, want_trt: bool, out: Path,
-           skipped: list) -> dict:
+def _runtime_view(staging: Path, cfg, files: dict) -> Manifest:
+    """The manifest the runtime will read, held in memory: the model files are checked through
+    the real runtime (checksums included) before the one manifest.json is written."""
+    return Manifest(staging, build_manifest(cfg.nz, cfg.latent, cfg.image_size, cfg.nc, files))
+
+
+def _write_models(staging: Path, loaded, layers, opts: ExportOptions, want_trt: bool, out: Path,
+                  skipped: list) -> tuple[dict, dict]:
+    """Write and verify the ONNX models (and the engine); returns the manifest's files and
+    verification entries. An optional model that fails is left out and noted in `skipped`."""
     g, cfg = loaded.generator, loaded.config
     files, verification = {}, {}
     onnx_models = {}
@@ -256,60 +276,43 @@ def _build(staging: Path, loaded, layers, opts: ExportOptions, want_trt: bool, o
         files[engine_name] = {"kind": "trt", "precision": opts.precision,
                               **_write_model(staging / engine_name, engine), **fields}
 
-    manifest = build_manifest(
-        cfg.nz, cfg.latent, cfg.image_size, cfg.nc, files, name=opts.name,
-        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        model_extra={"ngf": cfg.ngf}, verification=verification, skipped=skipped,
-        source={"checkpoint": str(loaded.path), "sha256": loaded.sha256, "kind": loaded.kind,
-                "step": loaded.step, "weights": loaded.weights},
-        reference="PyTorch generator, eval mode, fp32, BN unfolded")
-    write_manifest(staging, manifest)
-    # the real runtime, through the manifest and its checksums, on what was just written
-    verification["runtime"] = _verify_runtime(staging, g, "ort-cpu", "fp32")
+    view = _runtime_view(staging, cfg, files)
+    verification["runtime"] = _verify_runtime(view, g, "ort-cpu", "fp32")
     if "model.int8.onnx" in files:
         try:
-            verification["runtime-int8"] = _verify_runtime(staging, g, "ort-cpu", "int8")
+            verification["runtime-int8"] = _verify_runtime(view, g, "ort-cpu", "int8")
         except VerificationError as e:
             if "int8" in required:
                 raise
             _left_out(skipped, "int8", e)
             del files["model.int8.onnx"], verification["model.int8.onnx"]
             (staging / "model.int8.onnx").unlink()
-            write_manifest(staging, manifest)
     if engine_name:
-        verification[engine_name] = _verify_runtime(staging, g, "trt", opts.precision, opts.device)
+        verification[engine_name] = _verify_runtime(view, g, "trt", opts.precision, opts.device)
         verification[f"{engine_name} (float output)"] = _verify_engine_float(
-            onnx_models[opts.precision], g, cfg.nz, opts, timing_cache)
+            onnx_models[opts.precision], g, cfg, opts, timing_cache)
         # the cache is kept only now that engines built with it verified; atomic, so a
         # concurrent export sees the old cache or the new one, never a torn file
         atomic_write_bytes(cache_path, timing_cache)
-    if opts.format in ("triton", "all"):
-        models = write_repository(staging / "triton", opts.name, staging / "model.onnx",
-                                  staging / engine_name if engine_name else None, cfg.nz,
-                                  cfg.image_size, cfg.nc, opts.profile.max_batch)
-        manifest["triton"] = {"repository": "triton", "models": models,
-                              "max_batch_size": opts.profile.max_batch}
-    return manifest
+    return files, verification
 
 
-def _verify_engine_float(onnx_bytes: bytes, g, nz: int, opts: ExportOptions, cache: bytes) -> dict:
+def _verify_engine_float(onnx_bytes: bytes, g, cfg, opts: ExportOptions, cache: bytes) -> dict:
     """The float output of an engine built like the shipped one (same ONNX plus its float
     output, same profile and flags), against the float tolerance: the shipped engine's uint8
     output alone could hide errors of up to half a level."""
     from runtime.tensorrt_backend import TrtBackend
 
     model = with_float_output(onnx.load_from_string(onnx_bytes))
-    engine, _, _ = build_engine(model.SerializeToString(), nz, opts.profile, opts.precision, cache,
-                                opts.device)
+    engine, _, _ = build_engine(model.SerializeToString(), cfg.nz, opts.profile, opts.precision,
+                                cache, opts.device)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "verify.plan"
         path.write_bytes(engine)
-        entry = FileEntry(path.name, "trt", opts.precision, sha256_file(path), {})
-        manifest = Manifest(Path(tmp), {"model": {"nz": nz, "image_size": 64, "channels": g.cfg.nc},
-                                        "inputs": [{"name": INPUT_NAME}],
-                                        "outputs": [{"name": OUTPUT_NAME}]})
+        view = _runtime_view(Path(tmp), cfg, {path.name: {"kind": "trt", "precision": opts.precision,
+                                                          "sha256": sha256_file(path)}})
         z = verification_latents(g, max(VERIFY_BATCHES))
-        with TrtBackend(manifest, entry, opts.device) as backend:
+        with TrtBackend(view, view.files()[0], opts.device) as backend:
             results = []
             for b in VERIFY_BATCHES:
                 if b <= backend.max_batch:
@@ -319,9 +322,9 @@ def _verify_engine_float(onnx_bytes: bytes, g, nz: int, opts: ExportOptions, cac
     return {"verified": True, "backend": "trt", **merged}
 
 
-def _verify_runtime(staging: Path, g, backend: str, precision: str, device: int = 0) -> dict:
+def _verify_runtime(view: Manifest, g, backend: str, precision: str, device: int = 0) -> dict:
     z = verification_latents(g, max(VERIFY_BATCHES))
-    with Generator.load(staging, backend=backend, precision=precision, device=device) as gen:
+    with Generator.from_manifest(view, backend=backend, precision=precision, device=device) as gen:
         batches = [b for b in VERIFY_BATCHES if gen.max_batch is None or b <= gen.max_batch]
         results = [compare(reference(g, z[:b]), None, gen.from_latents(z[:b]), precision)
                    for b in batches]

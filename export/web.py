@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from runtime.files import atomic_write_text, sha256_file
+from runtime.manifest import Manifest
 
 ORT_WEB_VERSION = "1.30.0"  # the Makefile reads this line: one pinned version for both
 ORT_WEB_FILES = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm",
@@ -46,35 +47,33 @@ def ort_web_missing() -> str | None:
     return None
 
 
-def write_web_bundle(artifact: Path, manifest: dict) -> dict:
+def write_web_bundle(artifact: Path, view: Manifest, name: str, source_sha256: str) -> dict:
     """Write `artifact`/web/ for the ONNX models just exported; returns the manifest's "web" entry.
 
     Args:
         artifact: the artifact directory being built (its model files already written).
-        manifest: its manifest (model dimensions, tensor names, files, source checkpoint).
+        view: the artifact's manifest so far (model dimensions, tensor names, files).
+        name: the model's name; source_sha256: the checkpoint's, shown on the page.
 
     Returns:
         {"directory", "ort_web", "models", "files": {relative path: sha256}}.
     """
     out = artifact / DIRECTORY
     (out / "ort").mkdir(parents=True)
-    for name in PAGE_FILES:
-        shutil.copyfile(SOURCE / name, out / name)
-    for name in ORT_WEB_FILES:
-        shutil.copyfile(ort_web_dir() / name, out / "ort" / name)
-    onnx_files = {e["precision"]: name for name, e in manifest["files"].items() if e["kind"] == "onnx"}
+    for page_file in PAGE_FILES:
+        shutil.copyfile(SOURCE / page_file, out / page_file)
+    for ort_file in ORT_WEB_FILES:
+        shutil.copyfile(ort_web_dir() / ort_file, out / "ort" / ort_file)
+    onnx_files = {e.precision: e for e in view.files("onnx")}
     models = {}
     for precision in WEB_PRECISIONS:
         if precision in onnx_files:
-            name = onnx_files[precision]
-            shutil.copyfile(artifact / name, out / name)
-            models[precision] = {"file": name, "sha256": manifest["files"][name]["sha256"]}
-    model = manifest["model"]
-    page = {"name": manifest.get("name", "dcgan"), "nz": model["nz"], "latent": model["latent"],
-            "image_size": model["image_size"], "channels": model["channels"],
-            "input": manifest["inputs"][0]["name"], "output": manifest["outputs"][0]["name"],
-            "models": models, "source_sha256": manifest.get("source", {}).get("sha256"),
-            "ort_web": ORT_WEB_VERSION}
+            entry = onnx_files[precision]
+            shutil.copyfile(artifact / entry.name, out / entry.name)
+            models[precision] = {"file": entry.name, "sha256": entry.sha256}
+    page = {"name": name, "nz": view.nz, "latent": view.latent, "image_size": view.image_size,
+            "channels": view.channels, "input": view.input_name, "output": view.output_name,
+            "models": models, "source_sha256": source_sha256, "ort_web": ORT_WEB_VERSION}
     atomic_write_text(out / "model.json", json.dumps(page, indent=2) + "\n")
     files = {p.relative_to(out).as_posix(): sha256_file(p) for p in sorted(out.rglob("*")) if p.is_file()}
     return {"directory": DIRECTORY, "ort_web": ORT_WEB_VERSION, "models": sorted(models), "files": files}

@@ -64,6 +64,13 @@ class Generator:
             precision = precision or manifest.files()[0].precision  # the one file there is
         else:
             manifest = read_manifest(path)
+        return cls.from_manifest(manifest, backend, device, precision)
+
+    @classmethod
+    def from_manifest(cls, manifest: Manifest, backend: str = "auto", device: int = 0,
+                      precision: str | None = None) -> Generator:
+        """`load` for a manifest already in hand (export checks its files through one before
+        writing it)."""
         if backend == "auto":
             return cls(auto_backend(manifest, device, precision), manifest)
         if backend not in BACKENDS:

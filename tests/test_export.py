@@ -76,9 +76,16 @@ def test_recalibration_moves_eval_toward_train_mode():
 
 
 @pytest.mark.slow
-def test_artifact_contents_and_numerics(tiny_checkpoint, tmp_path):
+def test_artifact_contents_and_numerics(tiny_checkpoint, tmp_path, monkeypatch):
+    import export.artifact
+
+    written = []  # the manifest is built in one piece and written once, never patched on disk
+    real_write = export.artifact.write_manifest
+    monkeypatch.setattr(export.artifact, "write_manifest",
+                        lambda d, data: (written.append(d), real_write(d, data)))
     out = tmp_path / "art"
     manifest = export_artifact(tiny_checkpoint, out, ExportOptions(format="onnx", recalibrate_batches=0))
+    assert len(written) == 1
     on_disk = json.loads((out / "manifest.json").read_text())
     assert on_disk == json.loads(json.dumps(manifest))
     assert on_disk["format_version"] == "1.0"
