@@ -119,9 +119,7 @@ def neighbors(checkpoint: Checkpoint,
     d, cfg = load_discriminator(checkpoint)
     data = data or _training_data(checkpoint)
     n_train_total = _length(data, cfg.nc)
-    rng = np.random.default_rng(seed)
-    pick = np.sort(rng.choice(n_train_total, min(train_images, n_train_total), replace=False))
-    train, _, _ = load_images(data, cfg.nc, pick)
+    train, _, _ = _random_images(data, cfg.nc, train_images, seed)
     if heldout_data is None:
         if not data.startswith("shapes"):
             raise AnalysisError("--heldout-data is needed for folder or lmdb training data: real "
@@ -152,9 +150,7 @@ def visualize(checkpoint: Checkpoint,
     from analysis.visualize import visualize_features
 
     d, cfg = load_discriminator(checkpoint)
-    n = _length(data, cfg.nc)
-    pick = np.sort(np.random.default_rng(seed).choice(n, min(images, n), replace=False))
-    real, _, _ = load_images(data, cfg.nc, pick)
+    real, _, _ = _random_images(data, cfg.nc, images, seed)
     visualize_features(d, random_discriminator(cfg, seed), real, out, layer, top)
     _report(out)
 
@@ -206,6 +202,14 @@ def _length(spec: str, nc: int) -> int:
     from train.data import open_dataset
 
     return len(open_dataset(spec, nc=nc))
+
+
+def _random_images(spec: str, nc: int, count: int, seed: int):
+    """`count` images of the data set `spec` (all of them if it has fewer), drawn by `seed`
+    without replacement, in index order: load_images' (images, labels, indices)."""
+    n = _length(spec, nc)
+    pick = np.sort(np.random.default_rng(seed).choice(n, min(count, n), replace=False))
+    return load_images(spec, nc, pick)
 
 
 def main() -> None:

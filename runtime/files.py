@@ -32,12 +32,19 @@ def atomic_open(path: str | os.PathLike, overwrite: bool = True,
     # os.open with 0o666 honours the umask (mkstemp would make every file 0600)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    with _renamed_into_place(tmp, path), os.fdopen(fd, "wb") as f:
+        yield f
+        f.flush()
+        if durable:
+            os.fsync(f.fileno())
+
+
+@contextlib.contextmanager
+def _renamed_into_place(tmp: str | os.PathLike, path: str | os.PathLike) -> Iterator[None]:
+    """Rename `tmp` over `path` when the block succeeds (after the file in it is closed); remove
+    `tmp` when the block fails, leaving `path` untouched."""
     try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            if durable:
-                os.fsync(f.fileno())
+        yield
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -54,18 +61,13 @@ def write_bulk_file(path: str | os.PathLike, data: bytes) -> None:
     head, name = os.path.split(path)
     tmp = os.path.join(head, f".{name}.{os.getpid()}-{threading.get_ident()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-    try:
+    with _renamed_into_place(tmp, path):
         try:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
         finally:
             os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, overwrite: bool = True) -> None:
