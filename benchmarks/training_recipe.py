@@ -1,12 +1,14 @@
 """A training experiment, not a benchmark of the toolkit: measure a training recipe on shapes:
-train it for several seeds, read the quality score of the shipped generator along the way,
-and print the curve (step -> valid share, balance, distinct, background deviation).
+train it for several seeds, read the quality scores of the shipped generator along the way,
+and print the curve: step, training minutes, the continuous metrics (KID, precision, recall,
+class shares of all samples) and the strict checker's valid share, each the median over seeds.
 
-    python -m benchmarks.training_recipe ARM --seeds 0,1,2 --steps 2400 -- --ngf 32 --ndf 16 [...]
+    python -m benchmarks.training_recipe ARM --seeds 0,1,2 --steps 6000 -- --ngf 32 --ndf 16 [...]
 
 Everything after `--` goes to dcgan-train unchanged; each seed trains into runs/recipe/ARM-sS
 with `--quality-every` and `--quality-samples` set here. Appends one JSON line per seed to
-runs/recipe/results.jsonl and prints the median over seeds at each scored step.
+runs/recipe/results.jsonl. `--report` prints the table of runs already trained, without training.
+Training minutes count only the steps (from each log line's images/s), not the scoring.
 """
 
 from __future__ import annotations
@@ -26,11 +28,41 @@ from runtime.cli_support import Debug, new_app, run_app
 app = new_app(__doc__)
 
 
+SCORES = ("valid", "kid", "fd", "precision", "recall", "background_deviation")
+
+
 def quality_curve(run_dir: Path) -> list[dict]:
+    """The run's quality records, each with the training minutes spent up to its step."""
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    keys = ("valid", "balance", "distinct", "background_deviation")
-    return [{"step": r["step"], **{k: r["quality"].get(k, float("nan")) for k in keys}}
-            for r in rows if "quality" in r]
+    batch = json.loads((run_dir / "config.json").read_text())["train"]["batch_size"]
+    curve, seconds, last_step = [], 0.0, 0
+    for r in rows:
+        if "images_per_s" in r:
+            seconds += (r["step"] - last_step) * batch / r["images_per_s"]
+            last_step = r["step"]
+        elif "quality" in r:
+            q = r["quality"]
+            curve.append({"step": r["step"], "minutes": seconds / 60,
+                          **{k: q.get(k, float("nan")) for k in SCORES},
+                          **{f"{c} share": v for c, v in q.get("class_shares", {}).items()}})
+    return curve
+
+
+def table(curves: list[list[dict]]) -> str:
+    """Markdown: one row per scored step, the median over the runs that reached it."""
+    head = ["step", "minutes", "KID", "FD", "precision", "recall", "circle", "square", "triangle",
+            "bg dev", "valid"]
+    keys = ["minutes", "kid", "fd", "precision", "recall", "circle share", "square share",
+            "triangle share", "background_deviation", "valid"]
+    formats = ["{:.1f}", "{:.3f}", "{:.2f}", "{:.1%}", "{:.1%}", "{:.0%}", "{:.0%}", "{:.0%}",
+               "{:.1f}", "{:.1%}"]
+    lines = [f"| {' | '.join(head)} |", "|" + " --- |" * len(head)]
+    for i, point in enumerate(curves[0]):
+        at = [c[i] for c in curves if len(c) > i]
+        cells = [fmt.format(statistics.median(p.get(k, float("nan")) for p in at))
+                 for k, fmt in zip(keys, formats)]
+        lines.append(f"| {point['step']} | {' | '.join(cells)} |")
+    return "\n".join(lines) + f"\n\n(median of {len(curves)} seed(s))\n"
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -42,31 +74,27 @@ def main_command(
     every: Annotated[int, typer.Option(min=1, help="Steps between quality scores.")] = 400,
     samples: Annotated[int, typer.Option(min=16, help="Samples per quality score.")] = 1024,
     root: Annotated[Path, typer.Option(help="Where the runs go.")] = Path("runs/recipe"),
+    report: Annotated[bool, typer.Option(help="Only print the table of the runs already there.")
+                      ] = False,
     debug: Debug = False,
 ) -> None:
     """Train ARM for each seed and report the quality curve (see the module docstring)."""
-    results = []
+    curves = []
     for seed in (int(s) for s in seeds.split(",")):
         out = root / f"{arm}-s{seed}"
         argv = [sys.executable, "-m", "train.cli", "--out", str(out), "--steps", str(steps),
                 "--seed", str(seed), "--quality-every", str(every), "--quality-samples",
                 str(samples), "--overwrite", *ctx.args]
-        t0 = time.perf_counter()
-        subprocess.run(argv, check=True)
-        result = {"arm": arm, "seed": seed, "minutes": (time.perf_counter() - t0) / 60,
-                  "command": " ".join(argv[1:]), "curve": quality_curve(out)}
-        results.append(result)
-        root.mkdir(parents=True, exist_ok=True)
-        with open(root / "results.jsonl", "a") as f:
-            f.write(json.dumps(result) + "\n")
-    typer.echo(f"| step | valid (median of {len(results)}) | balance | distinct | background deviation |")
-    typer.echo("| --- | --- | --- | --- | --- |")
-    for i, point in enumerate(results[0]["curve"]):
-        at = [r["curve"][i] for r in results if len(r["curve"]) > i]
-        typer.echo(f"| {point['step']} | {statistics.median(p['valid'] for p in at):.1%} | "
-                   f"{statistics.median(p['balance'] for p in at):.3f} | "
-                   f"{statistics.median(p['distinct'] for p in at):.1%} | "
-                   f"{statistics.median(p['background_deviation'] for p in at):.1f} |")
+        if not report:
+            t0 = time.perf_counter()
+            subprocess.run(argv, check=True)
+            result = {"arm": arm, "seed": seed, "minutes": (time.perf_counter() - t0) / 60,
+                      "command": " ".join(argv[1:]), "curve": quality_curve(out)}
+            root.mkdir(parents=True, exist_ok=True)
+            with open(root / "results.jsonl", "a") as f:
+                f.write(json.dumps(result) + "\n")
+        curves.append(quality_curve(out))
+    typer.echo(table(curves))
 
 
 def main() -> None:

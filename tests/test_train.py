@@ -248,3 +248,33 @@ def test_g_step_through_a_frozen_d_gives_the_same_weights(monkeypatch):
     assert all(p.requires_grad for p in d_frozen.parameters())
     # through a live D, G's loss adds to D's gradients (discarded by D's next zero_grad)
     assert any(not torch.equal(a, p.grad) for a, p in zip(grads_frozen, d_live.parameters()))
+
+
+def test_augmentation_translates_and_cuts_out_and_passes_gradients():
+    from train.augment import augment, cutout, parse_policy, translate
+
+    torch.manual_seed(0)
+    x = (torch.rand(16, 3, 64, 64) + 1.0).requires_grad_()  # no zeros of its own
+    shifted = translate(x)
+    for i in range(16):  # each image is the input moved by at most 8 px, zero-filled
+        img, out = x[i].detach(), shifted[i].detach()
+        found = [(dy, dx) for dy in range(-8, 9) for dx in range(-8, 9)
+                 if torch.equal(out[:, max(0, -dy):64 - max(0, dy), max(0, -dx):64 - max(0, dx)],
+                                img[:, max(0, dy):64 - max(0, -dy), max(0, dx):64 - max(0, -dx)])]
+        assert found
+        dy, dx = found[0]
+        assert int((out[0] == 0).sum()) == 64 * 64 - (64 - abs(dy)) * (64 - abs(dx))
+    cut = cutout(x).detach()
+    zeros = (cut == 0).all(dim=1)  # the same pixels in every channel
+    assert ((cut == 0).any(dim=1) == zeros).all()
+    for i in range(16):  # one axis-aligned square of at most 32 x 32, the rest untouched
+        rows, cols = zeros[i].nonzero(as_tuple=True)
+        assert 0 < len(rows) <= 32 * 32
+        h, w = int(rows.max() - rows.min()) + 1, int(cols.max() - cols.min()) + 1
+        assert len(rows) == h * w and h <= 32 and w <= 32
+        assert torch.equal(cut[i][:, ~zeros[i]], x[i].detach()[:, ~zeros[i]])
+    augment(x, parse_policy("translation,cutout")).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0  # G's gradient flows through the view
+    assert augment(x, ()) is x
+    with pytest.raises(ValueError, match="unknown augmentation 'flip'"):
+        parse_policy("translation,flip")

@@ -31,6 +31,7 @@ def _weights(run):
 @pytest.mark.parametrize("options, stop_at, total", [
     (("--recipe", "paper"), 2, 4),  # paper on shapes data: a bare resume must not turn it into `shapes`
     (("--anneal-from", "0.9"), 4, 10),  # the anneal must start where the run's own setting says
+    (("--augment", "translation,cutout"), 2, 4),  # the augmentation's draws come back too
 ])
 def test_bare_resume_continues_the_run_bit_for_bit(tmp_path, options, stop_at, total):
     whole, parts = tmp_path / "whole", tmp_path / "parts"

@@ -10,6 +10,7 @@ import typer
 
 from runtime.cli_support import Debug, check_choice, new_app, run_app
 from runtime.latents import DISTRIBUTIONS
+from train.augment import parse_policy
 from train.config import ModelConfig, TrainConfig
 from train.device import parse_device
 from train.errors import TrainingError
@@ -78,6 +79,10 @@ def train_command(
         min=0.0, max=1.0, help="Share of the run after which both learning rates and the "
                                "instance noise fall linearly to 0 (1: never).",
         show_default=False)] = None,
+    augment: Annotated[str | None, typer.Option(
+        help="Differentiable augmentation of real and generated images alike, before D: a "
+             "comma-separated list of translation, cutout ('' for none).", show_default=False)
+                       ] = None,
     quality_every: Annotated[int, typer.Option(min=0, help="Steps between quality scores of the "
                                                "shipped G on shapes data (0: never): the strict "
                                                "checker and the continuous metrics; best.pt is "
@@ -128,6 +133,11 @@ def train_command(
         try:
             parse_device(device)
         except TrainingError as e:
+            raise typer.BadParameter(str(e)) from None
+    if augment is not None:
+        try:
+            parse_policy(augment)
+        except ValueError as e:
             raise typer.BadParameter(str(e)) from None
     if nc not in (1, 3):
         raise typer.BadParameter(f"--nc must be 1 or 3, got {nc}")

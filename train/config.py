@@ -67,6 +67,7 @@ class TrainConfig:
     ema: float = 0.0  # decay of an exponential moving average of G's weights (0: none)
     anneal_from: float = 1.0  # share of the run after which both learning rates and the
     #                           instance noise fall linearly to 0 at its end (1.0: never)
+    augment: str = ""  # differentiable augmentation of what D sees: "translation,cutout" ("" none)
     quality_every: int = 500  # steps between quality scores of the shipped G on shapes data (0: never)
     quality_samples: int = 1024  # samples per quality score (the metrics' anchors are at 1,024)
     recipe: str = "paper"  # the recipe these settings came from (train/recipe.py), for the record

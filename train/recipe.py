@@ -12,11 +12,11 @@ RECIPES = {
     "paper": {"batch_size": 128, "lr": 2e-4, "lr_d": None, "beta1": 0.5, "beta2": 0.999,
               "label_smoothing": 0.0, "instance_noise": 0.0, "instance_noise_floor": 0.0,
               "instance_noise_steps": 0, "r1_gamma": 0.0, "r1_every": 16, "ema": 0.0,
-              "anneal_from": 1.0},
+              "anneal_from": 1.0, "augment": ""},
     "shapes": {"batch_size": 64, "lr": 4e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999,
                "label_smoothing": 0.1, "instance_noise": 0.1, "instance_noise_floor": 0.05,
                "instance_noise_steps": 6000, "r1_gamma": 0.0, "r1_every": 16, "ema": 0.999,
-               "anneal_from": 0.5},
+               "anneal_from": 0.5, "augment": ""},
 }
 RECIPE_NAMES = ("auto", *RECIPES)
 RECIPE_SETTINGS = tuple(RECIPES["paper"])  # the knobs a recipe sets

@@ -1,7 +1,8 @@
 """One DCGAN update, in the order of pytorch/examples dcgan: D on real and fake images, then G.
 
-The recipe's remedies enter here and nowhere else: instance noise on everything D sees, one-sided
-label smoothing of D's real target, and a lazy R1 penalty on real images.
+The recipe's remedies enter here and nowhere else: differentiable augmentation and instance noise
+on everything D sees, one-sided label smoothing of D's real target, and a lazy R1 penalty on real
+images.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
+from train.augment import augment, parse_policy
 from train.config import TrainConfig
 
 
@@ -103,11 +105,15 @@ def gan_step(g: torch.nn.Module, d: torch.nn.Module, opt_g: torch.optim.Optimize
     real_targets = torch.full((b,), 1.0 - cfg.label_smoothing, device=device)
     zeros = torch.zeros(b, device=device)
     noise = noise_std(cfg, step) * anneal
+    policy = parse_policy(cfg.augment)
     lazy_r1 = cfg.r1_gamma > 0 and step % cfg.r1_every == 0
+
+    def view(x: torch.Tensor) -> torch.Tensor:  # what D sees of an image batch
+        return with_noise(augment(x, policy), noise)
 
     # (1) D: maximise log D(x) + log(1 - D(G(z))), plus R1 on real images
     opt_d.zero_grad(set_to_none=True)
-    real_in = with_noise(real, noise)
+    real_in = view(real)
     if lazy_r1:
         real_in = real_in.detach().requires_grad_(True)
     with autocast:
@@ -118,7 +124,7 @@ def gan_step(g: torch.nn.Module, d: torch.nn.Module, opt_g: torch.optim.Optimize
     loss_real.backward()
     with autocast:
         fake = g(z)
-        out_fake = d(with_noise(fake.detach(), noise)).float()
+        out_fake = d(view(fake.detach())).float()
         loss_fake = F.binary_cross_entropy_with_logits(out_fake, zeros)
     loss_fake.backward()
     opt_d.step()
@@ -127,7 +133,7 @@ def gan_step(g: torch.nn.Module, d: torch.nn.Module, opt_g: torch.optim.Optimize
     opt_g.zero_grad(set_to_none=True)
     with frozen(d) as d_fixed:
         with autocast:
-            out_gen = d_fixed(with_noise(fake, noise)).float()
+            out_gen = d_fixed(view(fake)).float()
             loss_g = F.binary_cross_entropy_with_logits(out_gen, ones)
         loss_g.backward()
     opt_g.step()
