@@ -299,7 +299,7 @@ def main_command(
               "command": "python -m benchmarks.serve_load " + " ".join(sys.argv[1:])}
     # dcgan-serve's defaults: /v1 at every count, then OIP binary and JSON at 1 and the largest
     rows = _run_loop(_serve_runs(artifact, 64, 2, counts, seconds, sorted({1, max(counts)})))
-    rows += _run_loop(_serve_runs(artifact, 64, 1, [max(counts)], seconds))
+    rows += _run_loop(_serve_runs(artifact, 64, 1, [max(counts)], seconds, [max(counts)]))
     rows += _run_loop(_serve_runs(artifact, 1, 2, [max(counts)], seconds))
     result["rows"] = rows
     write_result(out, "serve", result, markdown(result))

@@ -28,6 +28,8 @@ def ray_cluster():
     """A new local Ray cluster of 2 CPUs for the module (never one RAY_ADDRESS or `ray start`
     names); yields its address."""
     ray = pytest.importorskip("ray", reason="the ray extra is not installed")
+    # Ray waits 30 s for its GCS server by default; on a busy 2-core machine it starts slower
+    os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "180")
     ray.init(address="local", num_cpus=2, include_dashboard=False)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
