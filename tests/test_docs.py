@@ -67,3 +67,14 @@ def test_documented_command_exists_with_its_options(page, line):
 
 def test_readme_is_short():
     assert len((ROOT / "README.md").read_text()) <= README_LIMIT
+
+
+def test_relative_links_resolve():
+    """Every relative link and image of the README, docs/ and reference/ names a file that is there."""
+    broken = []
+    for page in [*PAGES, ROOT / "reference" / "README.md", *sorted((ROOT / "benchmarks" / "results").glob("*.md"))]:
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            path = target.split("#")[0]
+            if path and not re.match(r"[a-z]+:", path) and not (page.parent / path).exists():
+                broken.append(f"{page.relative_to(ROOT)}: {target}")
+    assert broken == []
