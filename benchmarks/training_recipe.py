@@ -91,6 +91,8 @@ def main_command(
             argv = [sys.executable, "-m", "train.cli", "--out", str(out), "--steps", str(steps),
                     "--seed", str(seed), "--quality-every", str(every), "--quality-samples",
                     str(samples), "--overwrite", *ctx.args]
+            if report and not (out / "metrics.jsonl").exists():
+                continue  # a report takes the seeds each arm has
             if not report:
                 t0 = time.perf_counter()
                 subprocess.run(argv, check=True)
