@@ -72,7 +72,8 @@ def test_readme_is_short():
 def test_relative_links_resolve():
     """Every relative link and image of the README, docs/ and reference/ names a file that is there."""
     broken = []
-    for page in [*PAGES, ROOT / "reference" / "README.md", *sorted((ROOT / "benchmarks" / "results").glob("*.md"))]:
+    results = sorted((ROOT / "benchmarks" / "results").glob("*.md"))
+    for page in [*PAGES, ROOT / "reference" / "README.md", *results]:
         for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
             path = target.split("#")[0]
             if path and not re.match(r"[a-z]+:", path) and not (page.parent / path).exists():
