@@ -9,10 +9,10 @@ time for a fixed duration, over /v1 (`GET /v1/images/{seed}/{index}.png`, every 
 index, so no cache helps) and, on the same server, over the Open Inference Protocol (`POST
 /v2/models/dcgan/infer` with a latent z FP32 [1, nz]: binary in and out, as tritonclient sends
 by default, and JSON in and out) for 1 client and the largest count. Reports images/s, p50/p99
-latency, errors and the server's mean batch size (from
-/metrics), next to `Generator.generate` batched in-process (batch 64) and a direct
-`generate(1)` call's latency, measured in the same run. Bounded: every loop stops at its
-deadline; traffic goes to 127.0.0.1 only.
+latency, errors and the server's mean batch size (from /metrics), each beside
+`Generator.generate` batched in-process (batch 64) measured just before and just after the
+row, and a direct `generate(1)` call's latency. Bounded: every loop stops at its deadline;
+traffic goes to 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -196,9 +196,9 @@ async def _drive(port: int, clients: int, seconds: float, protocol: str = "v1", 
 
 
 async def _serve_runs(artifact: Path, max_batch: int, concurrency: int, clients: list[int],
-                      seconds: float, oip_clients: list[int] = ()) -> list:
+                      seconds: float, reference: InProcess, oip_clients: list[int] = ()) -> list:
     """Rows for /v1 at each client count, then OIP binary and JSON at each of `oip_clients`,
-    all on one server."""
+    all on one server; each row with the in-process rate measured just before and just after it."""
     server = Server(artifact, max_batch, concurrency)
     nz = json.loads((Path(artifact) / "manifest.json").read_text())["model"]["nz"]
     runs = [("v1", c) for c in clients]
@@ -206,6 +206,7 @@ async def _serve_runs(artifact: Path, max_batch: int, concurrency: int, clients:
     rows = []
     try:
         await server.ready()
+        before_rate = reference.measure()
         for protocol, c in runs:
             before = await server.metrics()
             cpu_server, cpu_load = server.cpu_seconds(), time.process_time()
@@ -216,6 +217,9 @@ async def _serve_runs(artifact: Path, max_batch: int, concurrency: int, clients:
             # where the two cores went: per image served, in the server and in the load
             row["server_cpu_ms"] = 1000 * cpu_server / max(row["requests"], 1)
             row["load_cpu_ms"] = 1000 * cpu_load / max(row["requests"], 1)
+            after_rate = reference.measure()
+            row["in_process_images_per_s"] = (before_rate + after_rate) / 2
+            before_rate = after_rate
             rows.append(row)
     finally:
         server.stop()
@@ -240,42 +244,63 @@ def _run_loop(coro):
     return uvloop.run(coro)
 
 
-def _in_process(artifact: Path) -> dict:
-    from runtime import Generator
+class InProcess:
+    """`Generator.generate` batched in this process (batch 64), the rate each load row is compared
+    with. This machine's speed drifts by 15 % and more over minutes, so the rate is measured again
+    just before and just after every row, and the row is compared with their mean."""
 
-    with Generator.load(artifact, backend="ort-cpu") as gen:
-        gen.generate(64, seed=0)
+    def __init__(self, artifact: Path):
+        from runtime import Generator
+
+        self.gen = Generator.load(artifact, backend="ort-cpu")
+        self.gen.generate(64, seed=0)
+        self.rates, self.cpu_ms = [], []
+
+    def measure(self) -> float:
+        """Images/s of one run of 1,280 images (also kept for the summary)."""
         t0, cpu = time.perf_counter(), time.process_time()
-        gen.generate(64 * 20, seed=1, batch_size=64)
-        batched = 64 * 20 / (time.perf_counter() - t0)
-        cpu_ms = 1000 * (time.process_time() - cpu) / (64 * 20)
+        self.gen.generate(64 * 20, seed=len(self.rates), batch_size=64)
+        self.rates.append(64 * 20 / (time.perf_counter() - t0))
+        self.cpu_ms.append(1000 * (time.process_time() - cpu) / (64 * 20))
+        return self.rates[-1]
+
+    def summary(self) -> dict:
         single = []
         for i in range(200):
             t0 = time.perf_counter()
-            gen.generate(1, seed=2, start=i)
+            self.gen.generate(1, seed=2, start=i)
             single.append((time.perf_counter() - t0) * 1000)
-    return {"batched_images_per_s": batched, "batched_cpu_ms": cpu_ms,
-            "generate1_p50_ms": statistics.median(single)}
+        return {"batched_images_per_s": statistics.median(self.rates),
+                "batched_images_per_s_range": [min(self.rates), max(self.rates)],
+                "batched_cpu_ms": statistics.median(self.cpu_ms),
+                "generate1_p50_ms": statistics.median(single)}
+
+    def close(self) -> None:
+        self.gen.close()
 
 
 def markdown(result: dict) -> str:
     m = result["machine"]
     base = result["in_process"]
+    low, high = base["batched_images_per_s_range"]
     versions = ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items())
     lines = [f"Machine: {m['cpu']}, {m['cores']} cores; Python {m.get('python')}, {versions}. "
              f"Server and load in separate processes on 127.0.0.1, {result['seconds']:g} s per "
              "row, one image per request.\n",
              *([f"Command: `{result['command']}`\n"] if "command" in result else []),
-             f"In-process `Generator.generate`, batch 64: {base['batched_images_per_s']:.0f} "
-             f"images/s ({base['batched_cpu_ms']:.2f} ms of CPU per image); a direct "
-             f"`generate(1)`: p50 {base['generate1_p50_ms']:.2f} ms.\n",
-             "| protocol | --max-batch | --concurrency | clients | images/s | × in-process batched "
-             "| p50 ms | p99 ms | mean batch | errors | server CPU ms/image | load CPU ms/request |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             f"In-process `Generator.generate`, batch 64, measured beside every row (runs of 1,280 "
+             f"images): median {base['batched_images_per_s']:.0f} images/s (range "
+             f"{low:.0f}-{high:.0f}; {base['batched_cpu_ms']:.2f} ms of CPU per image); a direct "
+             f"`generate(1)`: p50 {base['generate1_p50_ms']:.2f} ms. Each row's ratio is to the mean "
+             "of the in-process runs just before and just after it.\n",
+             "| protocol | --max-batch | --concurrency | clients | images/s | in-process images/s "
+             "| × in-process batched | p50 ms | p99 ms | mean batch | errors | server CPU ms/image "
+             "| load CPU ms/request |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in result["rows"]:
         lines.append(f"| {r['protocol']} | {r['max_batch']} | {r['concurrency']} | {r['clients']} | "
-                     f"{r['images_per_s']:.0f} | "
-                     f"{r['images_per_s'] / base['batched_images_per_s']:.2f} | {r['p50_ms']:.2f} | "
+                     f"{r['images_per_s']:.0f} | {r['in_process_images_per_s']:.0f} | "
+                     f"{r['images_per_s'] / r['in_process_images_per_s']:.2f} | {r['p50_ms']:.2f} | "
                      f"{r['p99_ms']:.2f} | {r['mean_batch']:.1f} | {r['errors']} | "
                      f"{r['server_cpu_ms']:.2f} | {r['load_cpu_ms']:.2f} |")
     return "\n".join(lines) + "\n"
@@ -295,12 +320,18 @@ def main_command(
     for name in SERVE_PACKAGES:
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             described["versions"][name] = importlib.metadata.version(name)
-    result = {"seconds": seconds, "machine": described, "in_process": _in_process(artifact),
+    result = {"seconds": seconds, "machine": described,
               "command": "python -m benchmarks.serve_load " + " ".join(sys.argv[1:])}
-    # dcgan-serve's defaults: /v1 at every count, then OIP binary and JSON at 1 and the largest
-    rows = _run_loop(_serve_runs(artifact, 64, 2, counts, seconds, sorted({1, max(counts)})))
-    rows += _run_loop(_serve_runs(artifact, 64, 1, [max(counts)], seconds, [max(counts)]))
-    rows += _run_loop(_serve_runs(artifact, 1, 2, [max(counts)], seconds))
+    reference = InProcess(artifact)
+    try:
+        # dcgan-serve's defaults: /v1 at every count, then OIP binary and JSON at 1 and the largest
+        top = max(counts)
+        rows = _run_loop(_serve_runs(artifact, 64, 2, counts, seconds, reference, sorted({1, top})))
+        rows += _run_loop(_serve_runs(artifact, 64, 1, [top], seconds, reference, [top]))
+        rows += _run_loop(_serve_runs(artifact, 1, 2, [top], seconds, reference))
+        result["in_process"] = reference.summary()
+    finally:
+        reference.close()
     result["rows"] = rows
     write_result(out, "serve", result, markdown(result))
     typer.echo(markdown(result))

@@ -14,8 +14,9 @@ BACKENDS = ("ort-cpu", "ort-cuda", "trt")
 
 
 def create_backend(name: str, manifest: Manifest, device: int = 0,
-                   precision: str | None = None) -> Backend:
-    """An inactive backend `name` for the best matching file in the manifest."""
+                   precision: str | None = None, spin_wait: bool = True) -> Backend:
+    """An inactive backend `name` for the best matching file in the manifest (`spin_wait`:
+    Generator.load's)."""
     if name in ("ort-cpu", "ort-cuda"):
         # fp32 unless asked; the CPU provider has fast int8 kernels, the CUDA provider fp16 ones
         want = precision or "fp32"
@@ -32,8 +33,9 @@ def create_backend(name: str, manifest: Manifest, device: int = 0,
                                      f"{[e.name for e in manifest.files()]}) — re-run dcgan-export")
         from runtime.ort_backends import OrtCpuBackend, OrtCudaBackend
 
-        cls = OrtCpuBackend if name == "ort-cpu" else OrtCudaBackend
-        return cls(manifest, entries[0], device)
+        if name == "ort-cpu":
+            return OrtCpuBackend(manifest, entries[0], device, spin_wait)
+        return OrtCudaBackend(manifest, entries[0], device)
     if name == "trt":
         from runtime.tensorrt_backend import TrtBackend, pick_engine
 
@@ -41,7 +43,8 @@ def create_backend(name: str, manifest: Manifest, device: int = 0,
     raise ValueError(f"unknown backend {name!r}; expected auto or one of {', '.join(BACKENDS)}")
 
 
-def auto_backend(manifest: Manifest, device: int = 0, precision: str | None = None) -> Backend:
+def auto_backend(manifest: Manifest, device: int = 0, precision: str | None = None,
+                 spin_wait: bool = True) -> Backend:
     """trt where an engine for this GPU exists, else ort-cuda where CUDA works, else ort-cpu."""
     reasons = []
     for name in ("trt", "ort-cuda"):
@@ -55,4 +58,4 @@ def auto_backend(manifest: Manifest, device: int = 0, precision: str | None = No
         except BackendUnavailable as e:
             reasons.append(f"{name}: {e}")
     log.info("backend: ort-cpu (auto; %s)", "; ".join(r.split(" — ")[0] for r in reasons))
-    return create_backend("ort-cpu", manifest, device, precision).activate()
+    return create_backend("ort-cpu", manifest, device, precision, spin_wait).activate()

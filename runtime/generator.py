@@ -41,7 +41,7 @@ class Generator:
 
     @classmethod
     def load(cls, path: str | Path, backend: str = "auto", device: int = 0,
-             precision: str | None = None) -> Generator:
+             precision: str | None = None, spin_wait: bool = True) -> Generator:
         """Open an artifact and start a backend.
 
         Args:
@@ -53,6 +53,9 @@ class Generator:
             precision: "fp32", "fp16" or "int8" to pick a model file; default: fp32 where
                 present. int8 (ort-cpu only) is about 2x faster on CPUs with AVX-512 VNNI and
                 within its own tolerance of the reference (export/verify.py).
+            spin_wait: let ort-cpu's threads spin a moment after each call, waiting for the next
+                (the lowest latency for one caller). A service turns it off: between batches its
+                event loop needs those cores (benchmarks/results/serve-oip.md).
 
         Raises:
             ArtifactError: missing/invalid manifest, unknown format version, sha256 mismatch.
@@ -64,18 +67,19 @@ class Generator:
             precision = precision or manifest.files()[0].precision  # the one file there is
         else:
             manifest = read_manifest(path)
-        return cls.from_manifest(manifest, backend, device, precision)
+        return cls.from_manifest(manifest, backend, device, precision, spin_wait)
 
     @classmethod
     def from_manifest(cls, manifest: Manifest, backend: str = "auto", device: int = 0,
-                      precision: str | None = None) -> Generator:
+                      precision: str | None = None, spin_wait: bool = True) -> Generator:
         """`load` for a manifest already in hand (export checks its files through one before
         writing it)."""
         if backend == "auto":
-            return cls(auto_backend(manifest, device, precision), manifest)
+            return cls(auto_backend(manifest, device, precision, spin_wait), manifest)
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; expected auto or one of {', '.join(BACKENDS)}")
-        return cls(create_backend(backend, manifest, device, precision).activate(), manifest)
+        return cls(create_backend(backend, manifest, device, precision, spin_wait).activate(),
+                   manifest)
 
     # -- what the model is --------------------------------------------------------------------
     @property

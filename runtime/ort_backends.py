@@ -10,6 +10,7 @@ import numpy as np
 from runtime.backend import Backend
 from runtime.cores import physical_cores
 from runtime.errors import ArtifactError, BackendUnavailable
+from runtime.manifest import FileEntry, Manifest
 from runtime.optional import import_onnxruntime
 
 
@@ -18,6 +19,7 @@ class OrtBackend(Backend):
 
     providers: list = ["CPUExecutionProvider"]
     log_severity = 3  # errors only
+    spin_wait = True
 
     def _open_session(self, model_path: Path, threads: int):
         ort = import_onnxruntime()
@@ -26,6 +28,8 @@ class OrtBackend(Backend):
         opts.intra_op_num_threads = threads
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.log_severity_level = self.log_severity
+        if not self.spin_wait:
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             session = ort.InferenceSession(str(model_path), opts, providers=self.providers)
         except Exception as e:  # onnxruntime raises its own types for a bad file: one error here
@@ -60,6 +64,11 @@ class OrtCpuBackend(OrtBackend):
     """
 
     name = "ort-cpu"
+
+    def __init__(self, manifest: Manifest, entry: FileEntry, device: int = 0,
+                 spin_wait: bool = True):
+        super().__init__(manifest, entry, device)
+        self.spin_wait = spin_wait
 
     def _activate(self, model_path: Path) -> None:
         self.cores = physical_cores()

@@ -56,6 +56,7 @@ from serve.checks import (
     error,
     unless_gone,
 )
+from serve.hot_routes import HotRoutes
 from serve.oip import OipRest
 from serve.oip_model import OipModel
 from serve.openapi import openapi
@@ -205,6 +206,9 @@ def create_app(batcher: Batcher, limits: Limits = Limits(), cors_origins: tuple[
     def measured(route: str, endpoint, max_body: int = 0):
         """`endpoint` with its errors answered in one shape and counted; `max_body` 0: a GET,
         whose body (beyond a few stray bytes) is refused unread."""
+        latency = metrics.request_seconds.labels(route)
+        counters = {}  # status code -> its counter: labels() looks up under a lock every call
+
         async def handler(request: Request) -> Response:
             t0 = time.perf_counter()
             try:
@@ -230,13 +234,19 @@ def create_app(batcher: Batcher, limits: Limits = Limits(), cors_origins: tuple[
             except Exception as e:  # noqa: BLE001 - one line in the log, a 500, the server lives on
                 log.error("error on %s: %s: %s", request.url.path, type(e).__name__, e)
                 response = error(500, f"internal error ({type(e).__name__})")
-            metrics.requests.labels(route, str(response.status_code)).inc()
-            metrics.request_seconds.labels(route).observe(time.perf_counter() - t0)
+            code = response.status_code
+            counter = counters.get(code)
+            if counter is None:
+                counter = counters[code] = metrics.requests.labels(route, str(code))
+            counter.inc()
+            latency.observe(time.perf_counter() - t0)
             return response
         return handler
 
+    one_image_route = Route("/v1/images/{seed}/{index}.png",
+                            measured("/v1/images/{seed}/{index}.png", one_image))
     routes = [
-        Route("/v1/images/{seed}/{index}.png", measured("/v1/images/{seed}/{index}.png", one_image)),
+        one_image_route,
         Route("/v1/images", measured("/v1/images", many_images)),
         Route("/healthz", measured("/healthz", healthz)),
         Route("/readyz", measured("/readyz", readyz)),
@@ -247,7 +257,9 @@ def create_app(batcher: Batcher, limits: Limits = Limits(), cors_origins: tuple[
     ]
     oip = OipRest(OipModel(batcher, limits.max_images_per_request),
                   lambda: state["ready"] and not state["draining"])
-    routes += oip.routes(measured)
+    oip_routes = oip.routes(measured)
+    routes += oip_routes
+    hot = [one_image_route, *(r for r in oip_routes if r.path.endswith("/infer"))]
     openapi_body = json.dumps(openapi(batcher.generator.nz, limits.max_images_per_request,
                                       bool(api_keys))).encode()
 
@@ -268,7 +280,8 @@ def create_app(batcher: Batcher, limits: Limits = Limits(), cors_origins: tuple[
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error},
                     lifespan=lifespan,
                     middleware=[Middleware(ForgetGoneClients),
-                                *secure(cors_origins, api_keys, OPEN_PATHS)])
+                                *secure(cors_origins, api_keys, OPEN_PATHS),
+                                Middleware(HotRoutes, routes=hot)])
     app.state.service = state
     app.state.oip = oip.model
     return app

@@ -123,7 +123,8 @@ def serve_command(
     if grpc_port is not None:
         bind(host, grpc_port, "--grpc-port").close()  # in use: the same line, before loading
     with contextlib.closing(sock), \
-            Generator.load(artifact, backend=backend, device=device, precision=precision) as gen, \
+            Generator.load(artifact, backend=backend, device=device, precision=precision,
+                           spin_wait=False) as gen, \
             Batcher(gen, max_batch=max_batch, max_delay_ms=max_delay_ms, max_queue=max_queue,
                     timeout_s=timeout or None, concurrency=concurrency) as batcher:
         limits = Limits(max_images_per_request=max_images_per_request)

@@ -17,6 +17,7 @@ a request into backend calls of its own `--max-batch`).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -142,7 +143,7 @@ def decode_raw(name: str, datatype: str, shape: tuple[int, ...], raw: bytes) -> 
     """A tensor's values from its little-endian raw bytes, which must hold exactly
     prod(shape) elements."""
     dtype = np.dtype(DATATYPES[datatype]).newbyteorder("<")
-    expected = int(np.prod(shape)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize
     if len(raw) != expected:
         raise BadRequest(f"input {name!r} {datatype} {list(shape)} needs {expected} bytes of "
                          f"data, got {len(raw)}")

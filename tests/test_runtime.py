@@ -127,6 +127,16 @@ def test_ort_cpu_runs_one_slice_per_core_with_the_same_bits(tiny_artifact, gen, 
     np.testing.assert_array_equal(images, gen.generate(10, seed=6, batch_size=1))
 
 
+def test_spin_wait_off_gives_the_same_bits(tiny_artifact, gen):
+    with Generator.load(tiny_artifact, backend="ort-cpu", spin_wait=False) as quiet:
+        backend = quiet.backend
+        for session in (backend.session, getattr(backend, "per_core_session", backend.session)):
+            options = session.get_session_options()
+            assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+        for n in (1, 7):
+            np.testing.assert_array_equal(quiet.generate(n, seed=3), gen.generate(n, seed=3))
+
+
 def test_int8_model_on_ort_cpu(tiny_artifact, tiny_checkpoint):
     from export.verify import TOLERANCES
 

@@ -108,12 +108,17 @@ def test_health_readiness_info_and_metrics(service):
     assert info["limits"]["concurrency"] == 1
     assert info["manifest"]["model"]["nz"] == 16
     client.get("/v1/images/1/1.png")
+    # the image routes skip the router (serve/hot_routes.py): still counted, errors too
+    assert client.post("/v2/models/dcgan/infer", json={"parameters": {"seed": 1}}).status_code == 200
+    assert client.post("/v2/models/other/infer", json={"parameters": {"seed": 1}}).status_code == 404
     text = client.get("/metrics").text
     for name in ("dcgan_requests_total", "dcgan_request_seconds_bucket", "dcgan_queue_seconds",
                  "dcgan_batch_size_bucket", "dcgan_images_generated_total",
                  "dcgan_queue_depth_images", "dcgan_build_info"):
         assert name in text, name
     assert 'code="200",route="/v1/images/{seed}/{index}.png"' in text
+    for code in (200, 404):
+        assert f'dcgan_requests_total{{code="{code}",route="/v2/models/{{model}}/infer"}} 1.0' in text
 
 
 def test_overload_is_503_with_retry_after_and_a_request_that_can_never_fit_is_400(tiny_artifact):
@@ -186,12 +191,23 @@ def test_real_server_serves_and_drains_on_sigterm(tiny_artifact):
 
 
 def test_load_benchmark_drives_a_real_server_with_keep_alive_clients(tiny_artifact):
-    from benchmarks.serve_load import _run_loop, _serve_runs
+    from benchmarks.serve_load import InProcess, _run_loop, _serve_runs, markdown
 
-    rows = run_coroutine(_run_loop, _serve_runs(tiny_artifact, 8, 2, [1, 4], 1.0, oip_clients=[2]))
+    reference = InProcess(tiny_artifact)
+    try:
+        rows = run_coroutine(_run_loop, _serve_runs(tiny_artifact, 8, 2, [1, 4], 1.0, reference,
+                                                    oip_clients=[2]))
+        summary = reference.summary()
+    finally:
+        reference.close()
+    assert len(reference.rates) == len(rows) + 1  # one in-process run before, and after, each row
     assert [(r["protocol"], r["clients"]) for r in rows] == [("v1", 1), ("v1", 4), ("oip-binary", 2),
                                                              ("oip-json", 2)]
     for row in rows:
         assert row["requests"] > 0 and row["errors"] == 0 and row["mean_batch"] >= 1.0
         assert row["p50_ms"] <= row["p99_ms"]
         assert row["server_cpu_ms"] > 0 and row["load_cpu_ms"] > 0
+        assert min(reference.rates) <= row["in_process_images_per_s"] <= max(reference.rates)
+    text = markdown({"machine": {"cpu": "cpu", "cores": 2}, "seconds": 1.0, "in_process": summary,
+                     "rows": rows})
+    assert text.count("| oip-binary |") == 1 and f"{summary['generate1_p50_ms']:.2f} ms" in text
