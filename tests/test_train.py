@@ -73,6 +73,24 @@ def test_resume_is_bit_exact(tmp_path):
     assert torch.equal(a["opt_g"]["state"][0]["exp_avg"], b["opt_g"]["state"][0]["exp_avg"])
 
 
+def test_a_setting_newer_than_the_checkpoint_resumes_as_it_was_before_it_existed(tiny_run, tmp_path):
+    """A checkpoint written before `--augment` existed has no "augment": its run resumes without
+    augmentation whatever the recipe now says, and with every setting it does hold."""
+    import shutil
+
+    from train.config import ModelConfig, TrainConfig
+    from train.rundir import stored_run
+
+    run = tmp_path / "old"
+    shutil.copytree(tiny_run, run)
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    del state["train_config"]["augment"]
+    torch.save(state, run / "checkpoints" / "last.pt")
+    cfg = TrainConfig(augment="translation", lr=1.0)  # what a recipe would fill in today
+    stored_run(run, cfg, ModelConfig())
+    assert cfg.augment == "" and cfg.lr == state["train_config"]["lr"]
+
+
 @pytest.mark.slow
 def test_bf16_on_cpu_trains_in_bf16_and_resumes_bit_exact(tmp_path, monkeypatch):
     # the capability check patched on: autocast itself runs on any CPU, natively or emulated

@@ -22,6 +22,10 @@ from train.errors import TrainingError
 # The TrainConfig fields a resume may change; every other field is restored from the checkpoint.
 PER_INVOCATION = ("out", "epochs", "steps", "device", "workers", "cache_dir")
 RESUMED_KEYS = tuple(f.name for f in fields(TrainConfig) if f.name not in PER_INVOCATION)
+# A setting newer than a checkpoint takes TrainConfig's default on resume, never the recipe's: a
+# new setting's default is what training did before it existed (augment "": none), so a run
+# started before `--augment` resumes without it even where the recipe now augments.
+PREDATED = {f.name: f.default for f in fields(TrainConfig)}
 # What a run writes: top-level files, and the one suffix each subdirectory holds.
 RUN_FILES = ("config.json", "metrics.jsonl", "loss.png", "quality.png")
 RUN_SUBDIRS = {"checkpoints": ".pt", "samples": ".png"}
@@ -57,7 +61,7 @@ def stored_run(run_dir: Path, cfg: TrainConfig, model_cfg: ModelConfig
         raise TrainingError(f"--resume: {ckpt_path} has a bad model config ({e})") from None
     stored = state["train_config"]
     for key in RESUMED_KEYS:
-        setattr(cfg, key, stored.get(key, getattr(cfg, key)))
+        setattr(cfg, key, stored.get(key, PREDATED[key]))
     if cfg.steps is None and cfg.epochs is None:
         # No new length given: finish the run that was started (its learning-rate and noise
         # anneal is a share of that length, so another length is another schedule).
