@@ -58,15 +58,13 @@ lint: install
 	$(BIN)/ruff check .
 
 # The whole chain on the built-in shapes data: the demo model (ngf 32, ndf 16) with the shapes
-# recipe (train/recipe.py) plus differentiable translation (at this length it draws smooth blobs
-# where the plain recipe is still grainy: benchmarks/results/training_recipe.md, round 6), then
-# export and generate; then the same for the reference model that ships in reference/ (trained
+# recipe (train/recipe.py, differentiable translation included), then export and generate; then the same for the reference model that ships in reference/ (trained
 # long; reference/README.md says how). DEMO_STEPS=N for a longer or shorter demo run.
 DEMO_STEPS ?= 2400
 DEMO_SEED  ?= 0
 demo: install ort-web
 	$(BIN)/dcgan-train --out runs/demo --ngf 32 --ndf 16 --steps $(DEMO_STEPS) --seed $(DEMO_SEED) \
-		--augment translation --workers 1 --overwrite
+		--workers 1 --overwrite
 	$(BIN)/dcgan-export runs/demo/checkpoints/last.pt --format all --out artifacts/demo --overwrite
 	$(BIN)/dcgan-generate artifacts/demo -n 1000 --out out/demo --grid out/demo-grid.png --overwrite
 	$(BIN)/dcgan-analyze quality artifacts/demo --out out/demo-quality

@@ -2,7 +2,8 @@
 
 A recipe fills every training knob the user did not set. `paper` is Radford et al.'s: Adam
 2e-4, beta1 0.5, batch 128, no remedies. `shapes` is what learned the built-in data best in the
-measurements of benchmarks/results/training_recipe.md (every arm, seed and score is there).
+measurements of benchmarks/results/training_recipe.md (every arm, seed and score is there);
+its differentiable translation won on every seed at 2,400 and at 6,000 steps (rounds 6 and 7).
 `auto` picks `shapes` on shapes data and `paper` elsewhere.
 """
 
@@ -16,7 +17,7 @@ RECIPES = {
     "shapes": {"batch_size": 64, "lr": 4e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999,
                "label_smoothing": 0.1, "instance_noise": 0.1, "instance_noise_floor": 0.05,
                "instance_noise_steps": 6000, "r1_gamma": 0.0, "r1_every": 16, "ema": 0.999,
-               "anneal_from": 0.5, "augment": ""},
+               "anneal_from": 0.5, "augment": "translation"},
 }
 RECIPE_NAMES = ("auto", *RECIPES)
 RECIPE_SETTINGS = tuple(RECIPES["paper"])  # the knobs a recipe sets
